@@ -1,0 +1,34 @@
+"""ndintake: validate streamed NDJSON event intake bodies like an observability intake server.
+
+A sans-I/O core (:class:`IntakeStream`) fed with body chunks, and thin helpers
+around it for a whole body, an iterable, an async iterable or a file.
+"""
+
+from ._api import validate, validate_async, validate_chunks, validate_file
+from ._decode import SUPPORTED_ENCODINGS
+from ._errors import EventError, NdintakeError
+from ._event import Event
+from ._limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE, Limits
+from ._profiles import PROFILES
+from ._result import MAX_EVENT_ERRORS, IntakeResult
+from ._stream import IntakeStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_EVENT_SIZE",
+    "MAX_EVENT_ERRORS",
+    "PROFILES",
+    "SUPPORTED_ENCODINGS",
+    "Event",
+    "EventError",
+    "IntakeResult",
+    "IntakeStream",
+    "Limits",
+    "NdintakeError",
+    "validate",
+    "validate_async",
+    "validate_chunks",
+    "validate_file",
+]

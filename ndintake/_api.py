@@ -1,0 +1,102 @@
+"""Thin helpers over IntakeStream: a whole body, an iterable, an async iterable, a file."""
+
+from __future__ import annotations
+
+import inspect
+from functools import partial
+from typing import AsyncIterable, Awaitable, BinaryIO, Callable, Iterable, Union
+
+from ._event import Event
+from ._limits import Limits
+from ._result import IntakeResult
+from ._stream import IntakeStream
+
+#: Receives each non-empty batch of accepted events, in order.
+EventSink = Callable[[list[Event]], object]
+AsyncEventSink = Callable[[list[Event]], Union[Awaitable[object], object]]
+
+
+def validate_chunks(
+    chunks: Iterable[bytes],
+    *,
+    profile: str = "apm",
+    content_encoding: str | None = None,
+    limits: Limits | None = None,
+    strict: bool = False,
+    sink: EventSink | None = None,
+) -> IntakeResult:
+    """Validate a body given as an iterable of chunks; stops reading at a fatal error."""
+    stream = IntakeStream(profile=profile, content_encoding=content_encoding, limits=limits, strict=strict)
+    for chunk in chunks:
+        events = stream.feed(chunk)
+        if events and sink is not None:
+            sink(events)
+        if stream.finished:
+            break
+    result = stream.close()
+    if result.final_events and sink is not None:
+        sink(result.final_events)
+    return result
+
+
+def validate(
+    body: bytes,
+    *,
+    profile: str = "apm",
+    content_encoding: str | None = None,
+    limits: Limits | None = None,
+    strict: bool = False,
+    sink: EventSink | None = None,
+) -> IntakeResult:
+    """Validate a whole body held in memory."""
+    return validate_chunks(
+        (body,), profile=profile, content_encoding=content_encoding, limits=limits, strict=strict, sink=sink
+    )
+
+
+def validate_file(
+    file: BinaryIO,
+    *,
+    chunk_size: int = 64 * 1024,
+    profile: str = "apm",
+    content_encoding: str | None = None,
+    limits: Limits | None = None,
+    strict: bool = False,
+    sink: EventSink | None = None,
+) -> IntakeResult:
+    """Validate a body read from a binary file object, ``chunk_size`` bytes at a time."""
+    return validate_chunks(
+        iter(partial(file.read, chunk_size), b""),
+        profile=profile,
+        content_encoding=content_encoding,
+        limits=limits,
+        strict=strict,
+        sink=sink,
+    )
+
+
+async def validate_async(
+    chunks: AsyncIterable[bytes],
+    *,
+    profile: str = "apm",
+    content_encoding: str | None = None,
+    limits: Limits | None = None,
+    strict: bool = False,
+    sink: AsyncEventSink | None = None,
+) -> IntakeResult:
+    """Validate a body given as an async iterable of chunks; ``sink`` may be async."""
+    stream = IntakeStream(profile=profile, content_encoding=content_encoding, limits=limits, strict=strict)
+
+    async def deliver(events: list[Event]) -> None:
+        if events and sink is not None:
+            outcome = sink(events)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    async for chunk in chunks:
+        await deliver(stream.feed(chunk))
+        if stream.finished:
+            break
+    result = stream.close()
+    await deliver(result.final_events)
+    return result

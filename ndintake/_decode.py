@@ -1,0 +1,362 @@
+"""Bounded streaming content decoders (identity, gzip, deflate, zstd, br) and sniffing.
+
+Every decoder is pushed compressed bytes and pushes decoded pieces of at most
+``OUTPUT_CHUNK`` bytes to a *sink* callable, one at a time. The sink may raise
+to stop decoding, so a decompression bomb costs one piece of memory and the
+time to inflate up to the body limit, never more.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable, Protocol
+
+import brotli
+import zstandard
+
+from ._errors import DecodeError
+
+Sink = Callable[[bytes], None]
+
+#: Largest piece a decoder hands to its sink.
+OUTPUT_CHUNK = 256 * 1024
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Decoder(Protocol):
+    """What the stream needs from a content decoder."""
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        """Decode one chunk of the body, pushing output pieces to ``sink``."""
+
+    def finish(self, sink: Sink) -> None:
+        """End of body: push what is left, raise :class:`DecodeError` if truncated."""
+
+
+class IdentityDecoder:
+    """No content coding: bytes pass through, cut into bounded pieces."""
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        if len(data) <= OUTPUT_CHUNK:
+            sink(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), OUTPUT_CHUNK):
+            sink(bytes(view[start : start + OUTPUT_CHUNK]))
+
+    def finish(self, sink: Sink) -> None:
+        pass
+
+
+def _zlib_reason(exc: zlib.error) -> str:
+    text = str(exc)
+    return text.split("while decompressing data: ", 1)[-1]
+
+
+def _is_zlib_header(head: bytes) -> bool:
+    """RFC 1950 header: deflate method, window <= 32 KiB, header checksum."""
+    cmf, flg = head[0], head[1]
+    return cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0
+
+
+class ZlibDecoder:
+    """gzip (all members of a multi-member body) or deflate (zlib-wrapped, else raw).
+
+    Output per call is capped with ``max_length`` and ``unconsumed_tail``.
+    """
+
+    def __init__(self, coding: str) -> None:
+        self._coding = coding  # "gzip" or "deflate"
+        self._head = b""  # bytes waiting for a member's magic check
+        self._inflate: zlib._Decompress | None = None
+        self._raw_probe = False  # deflate fell back to raw: errors before a newline mean a bad header
+        self._done = False  # a deflate stream ended: the rest is ignored, as APM Server does
+        self._output = False  # any output yet (a bad gzip member header later is a mid-stream error)
+
+    def _start(self, head: bytes) -> None:
+        if self._coding == "gzip":
+            if head != _GZIP_MAGIC:
+                raise DecodeError("gzip: invalid header", at_header=not self._output)
+            self._inflate = zlib.decompressobj(31)
+        elif _is_zlib_header(head):
+            self._inflate = zlib.decompressobj(15)
+        else:
+            self._inflate = zlib.decompressobj(-15)
+            self._raw_probe = True
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        while data and not self._done:
+            if self._inflate is None:
+                data = self._head + data
+                if len(data) < 2:
+                    self._head = data
+                    return
+                self._head = b""
+                self._start(data[:2])
+            data = self._inflate_some(data, sink)
+
+    def _inflate_some(self, data: bytes, sink: Sink) -> bytes:
+        """Inflate ``data`` into the current member; return the bytes after its end."""
+        inflate = self._inflate
+        assert inflate is not None
+        while True:
+            try:
+                out = inflate.decompress(data, OUTPUT_CHUNK)
+            except zlib.error as exc:
+                raise self._error(_zlib_reason(exc)) from None
+            if out:
+                if self._raw_probe and b"\n" in out:
+                    self._raw_probe = False
+                self._output = True
+                sink(out)
+            if inflate.eof:
+                self._inflate = None
+                if self._coding == "deflate":
+                    self._done = True
+                return inflate.unused_data
+            data = inflate.unconsumed_tail
+            if not data and len(out) < OUTPUT_CHUNK:
+                return b""
+
+    def _error(self, reason: str) -> DecodeError:
+        if self._raw_probe:
+            return DecodeError("zlib: invalid header", at_header=True)
+        return DecodeError(f"{'gzip' if self._coding == 'gzip' else 'flate'}: {reason}")
+
+    def finish(self, sink: Sink) -> None:
+        if self._head or (self._inflate is not None and not self._done):
+            raise self._error("unexpected EOF")
+
+
+class _ZstdFrames:
+    """Tracks zstd frame and block boundaries in the compressed input.
+
+    The zstandard streaming writer cannot tell whether input stopped inside a
+    frame; this scanner can, from the frame and block headers alone.
+    """
+
+    __slots__ = ("_buf", "_need", "_skip", "_state", "_checksum", "frames")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._need = 4
+        self._skip = 0
+        self._state = "magic"
+        self._checksum = 0
+        self.frames = 0  # frames started so far
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._state == "magic" and not self._buf and not self._skip
+
+    def feed(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._skip:
+                step = min(self._skip, size - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = min(self._need - len(self._buf), size - pos)
+            self._buf += data[pos : pos + step]
+            pos += step
+            if len(self._buf) == self._need:
+                header, self._buf = self._buf, b""
+                self._advance(header)
+
+    def _advance(self, header: bytes) -> None:
+        state = self._state
+        if state == "magic":
+            if header == _ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif header[1:] == b"\x2a\x4d\x18" and header[0] & 0xF0 == 0x50:
+                self._state, self._need = "skippable", 4
+            else:
+                raise DecodeError("zstd: invalid header", at_header=self.frames == 0)
+            self.frames += 1
+        elif state == "skippable":
+            self._skip = int.from_bytes(header, "little")
+            self._state, self._need = "magic", 4
+        elif state == "descriptor":
+            descriptor = header[0]
+            single_segment = descriptor >> 5 & 1
+            self._checksum = descriptor >> 2 & 1
+            content_size = (single_segment, 2, 4, 8)[descriptor >> 6]
+            self._skip = (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] + content_size
+            self._state, self._need = "block", 3
+        else:  # block header
+            value = int.from_bytes(header, "little")
+            block_type, block_size = value >> 1 & 3, value >> 3
+            self._skip = 1 if block_type == 1 else block_size
+            if value & 1:  # last block of the frame
+                self._skip += 4 * self._checksum
+                self._state, self._need = "magic", 4
+
+
+class _SinkWriter:
+    """File-like adapter: zstandard's stream writer pushes output to a sink."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.sink(data)
+        return len(data)
+
+
+class ZstdDecoder:
+    """zstd, any number of frames (skippable frames included)."""
+
+    def __init__(self) -> None:
+        self._writer = _SinkWriter(_discard)
+        self._zstd = zstandard.ZstdDecompressor().stream_writer(
+            self._writer, write_size=OUTPUT_CHUNK, write_return_read=True
+        )
+        self._frames = _ZstdFrames()
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        self._frames.feed(data)
+        self._writer.sink = sink
+        try:
+            self._zstd.write(data)
+        except zstandard.ZstdError as exc:
+            raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
+
+    def finish(self, sink: Sink) -> None:
+        if not self._frames.at_boundary:
+            raise DecodeError("zstd: unexpected EOF")
+
+
+def _discard(data: bytes) -> None:
+    pass
+
+
+class BrotliDecoder:
+    """br, with the output of each call capped by ``output_buffer_limit``."""
+
+    def __init__(self) -> None:
+        self._brotli = brotli.Decompressor()
+        self._started = False
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        self._started = True
+        decompressor = self._brotli
+        try:
+            if decompressor.is_finished():
+                raise DecodeError("br: data after the end of the stream")
+            out = decompressor.process(data, output_buffer_limit=OUTPUT_CHUNK)
+            while True:
+                if out:
+                    sink(out)
+                if decompressor.can_accept_more_data():
+                    return
+                out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
+        except brotli.error as exc:
+            raise DecodeError(f"br: {exc}") from None
+
+    def finish(self, sink: Sink) -> None:
+        if self._started and not self._brotli.is_finished():
+            raise DecodeError("br: unexpected EOF")
+
+
+class UnsupportedDecoder:
+    """A declared coding ndintake does not know: refused (415) once a byte arrives."""
+
+    def __init__(self, coding: str) -> None:
+        self._coding = coding
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        raise DecodeError(f"unsupported content encoding: '{self._coding}'", at_header=True, status=415)
+
+    def finish(self, sink: Sink) -> None:
+        pass
+
+
+class SniffingDecoder:
+    """No declared coding: pick one from the magic bytes (gzip, zlib, zstd), else identity.
+
+    Unlike APM Server, a zlib guess needs a valid RFC 1950 header checksum, so a
+    plain body starting with ``x`` or ``(`` is not mistaken for zlib.
+    """
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._chosen: Decoder | None = None
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        if self._chosen is None:
+            data = self._head + data
+            self._chosen = _sniff(data, final=False)
+            if self._chosen is None:
+                self._head = data
+                return
+        self._chosen.decode(data, sink)
+
+    def finish(self, sink: Sink) -> None:
+        if self._chosen is None:
+            if not self._head:
+                return
+            self._chosen = _sniff(self._head, final=True) or IdentityDecoder()
+            self._chosen.decode(self._head, sink)
+        self._chosen.finish(sink)
+
+
+def _sniff(head: bytes, *, final: bool) -> Decoder | None:
+    """The decoder ``head`` calls for, or None while more bytes could change the answer."""
+    if head.startswith(_GZIP_MAGIC):
+        return ZlibDecoder("gzip")
+    if head.startswith(_ZSTD_MAGIC):
+        return ZstdDecoder()
+    if len(head) >= 2 and _is_zlib_header(head):
+        return ZlibDecoder("deflate")
+    undecided = _ZSTD_MAGIC.startswith(head) or _GZIP_MAGIC.startswith(head) or (len(head) < 2 and head[0] & 0x0F == 8)
+    if undecided and not final:
+        return None
+    return IdentityDecoder()
+
+
+class ChainDecoder:
+    """Several codings (``Content-Encoding: gzip, br``): undone last-applied first."""
+
+    def __init__(self, decoders: list[Decoder]) -> None:
+        self._decoders = decoders  # in the order they are undone
+
+    def _sink_for(self, index: int, sink: Sink) -> Sink:
+        if index == len(self._decoders):
+            return sink
+        decoder, after = self._decoders[index], self._sink_for(index + 1, sink)
+        return lambda piece: decoder.decode(piece, after)
+
+    def decode(self, data: bytes, sink: Sink) -> None:
+        self._sink_for(0, sink)(data)
+
+    def finish(self, sink: Sink) -> None:
+        for index, decoder in enumerate(self._decoders):
+            decoder.finish(self._sink_for(index + 1, sink))
+
+
+_CODINGS: dict[str, Callable[[], Decoder]] = {
+    "identity": IdentityDecoder,
+    "gzip": lambda: ZlibDecoder("gzip"),
+    "x-gzip": lambda: ZlibDecoder("gzip"),
+    "deflate": lambda: ZlibDecoder("deflate"),
+    "zstd": ZstdDecoder,
+    "br": BrotliDecoder,
+}
+
+#: Content codings accepted in ``content_encoding`` (case-insensitive).
+SUPPORTED_ENCODINGS = tuple(_CODINGS)
+
+
+def make_decoder(content_encoding: str | None) -> Decoder:
+    """The decoder for a ``Content-Encoding`` value; None or empty means sniff."""
+    if content_encoding is None or not content_encoding.strip():
+        return SniffingDecoder()
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    decoders = [_CODINGS[c]() if c in _CODINGS else UnsupportedDecoder(c) for c in reversed(codings)]
+    return decoders[0] if len(decoders) == 1 else ChainDecoder(decoders)

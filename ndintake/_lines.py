@@ -1,0 +1,66 @@
+"""Split decoded bytes into lines on ``\\n`` only, with a cap on line size."""
+
+from __future__ import annotations
+
+
+class LineSplitter:
+    """Push decoded pieces in, get complete lines (without ``\\n``) out.
+
+    A line of ``max_size`` bytes or more is cut to its first ``max_size`` bytes
+    as soon as it reaches that size; the rest of it is skipped up to the next
+    ``\\n`` without being buffered. So at most ``max_size`` bytes are ever held.
+    Only ``\\n`` ends a line: ``\\r`` and U+2028 are left alone.
+    """
+
+    __slots__ = ("_max", "_parts", "_size", "_skipping")
+
+    def __init__(self, max_size: int) -> None:
+        self._max = max_size
+        self._parts: list[bytes] = []  # the unfinished line, in pieces
+        self._size = 0
+        self._skipping = False
+
+    def split(self, piece: bytes) -> list[bytes]:
+        """The lines that ``piece`` completes, in order."""
+        lines: list[bytes] = []
+        start = 0
+        if self._skipping:
+            start = piece.find(b"\n") + 1
+            if not start:
+                return lines
+            self._skipping = False
+        last = piece.rfind(b"\n")
+        if last >= start:
+            if self._parts:
+                end = piece.find(b"\n", start)
+                self._parts.append(piece[start:end])
+                line = b"".join(self._parts)
+                self._parts, self._size = [], 0
+                lines.append(line[: self._max])
+                start = end + 1
+            if start <= last:
+                lines.extend(piece[start:last].split(b"\n"))
+            start = last + 1
+        if start < len(piece):
+            self._hold(piece[start:] if start else piece, lines)
+        return lines
+
+    def _hold(self, rest: bytes, lines: list[bytes]) -> None:
+        self._parts.append(rest)
+        self._size += len(rest)
+        if self._size >= self._max:
+            lines.append(b"".join(self._parts)[: self._max])
+            self._parts, self._size = [], 0
+            self._skipping = True
+
+    def pending(self) -> bytes:
+        """The unfinished line read so far."""
+        return b"".join(self._parts)
+
+    def flush(self) -> bytes | None:
+        """End of input: the last line if it had no ``\\n``, else None."""
+        if not self._parts:
+            return None
+        line = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        return line
