@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from functools import partial
-from typing import AsyncIterable, Awaitable, BinaryIO, Callable, Iterable, Union
+from collections.abc import Awaitable
+from typing import AsyncIterable, BinaryIO, Callable, Iterable, Union
 
 from ._event import Event
 from ._limits import Limits
@@ -90,7 +90,7 @@ async def validate_async(
     async def deliver(events: list[Event]) -> None:
         if events and sink is not None:
             outcome = sink(events)
-            if inspect.isawaitable(outcome):
+            if isinstance(outcome, Awaitable):
                 await outcome
 
     async for chunk in chunks:

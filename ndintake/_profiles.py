@@ -11,24 +11,21 @@ from ._result import IntakeResult, apm_response
 from ._schemas import Validator
 
 
-def _keep_all(kind: str, data: dict[str, Any]) -> bool:
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class Profile:
     """One intake protocol.
 
     ``metadata``: the keys a first (metadata) line may have, with their schema;
-    ``events``: event-line keys with theirs; ``keep``: False for a valid event the
-    protocol discards without an error; ``render``: the response body.
+    ``events``: event-line keys with theirs; ``keep``: per kind, a predicate that
+    is False for a valid event the protocol discards without an error;
+    ``render``: the response body.
     """
 
     name: str
     metadata: dict[str, Validator]
     events: dict[str, Validator]
     limits: Limits = field(default_factory=Limits)
-    keep: Callable[[str, dict[str, Any]], bool] = _keep_all
+    keep: dict[str, Callable[[dict[str, Any]], bool]] = field(default_factory=dict)
     render: Callable[[IntakeResult], dict[str, Any]] = apm_response
 
     @property
@@ -37,10 +34,10 @@ class Profile:
         return " or ".join(f'"{key}"' for key in self.metadata) + " required"
 
 
-def _keep_apm(kind: str, data: dict[str, Any]) -> bool:
+def _keep_metricset(data: dict[str, Any]) -> bool:
     """APM Server drops a metricset with transaction fields unless it carries span
     self-time samples (breakdown metrics it computes itself), without an error."""
-    if kind != "metricset" or data.get("transaction") is None:
+    if data.get("transaction") is None:
         return True
     samples = data.get("samples") or {}
     return data.get("span") is not None and (
@@ -55,7 +52,7 @@ _APM = Profile(
         "m": Validator("m", "rumv3/metadata"),
     },
     events={kind: Validator(kind, f"apm/{kind}") for kind in ("transaction", "span", "error", "metricset", "log")},
-    keep=_keep_apm,
+    keep={"metricset": _keep_metricset},
 )
 
 PROFILES: dict[str, Profile] = {_APM.name: _APM}

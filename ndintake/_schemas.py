@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,13 +15,40 @@ from ._errors import NdintakeError
 
 _INDEX = re.compile(r"\[(\d+)\]")
 
+try:
+    import jsonschema_rs
+except ImportError:  # pragma: no cover - depends on the platform's wheels
+    jsonschema_rs = None
+
+#: Validation backends for the accept check, fastest first. Messages always come
+#: from fastjsonschema, which also decides whenever the fast backend refuses.
+BACKENDS = ("jsonschema-rs", "fastjsonschema")
+
+
+def _default_backend() -> str:
+    wanted = os.environ.get("NDINTAKE_BACKEND", "").strip()
+    if wanted:
+        if wanted not in BACKENDS:
+            raise NdintakeError(f"NDINTAKE_BACKEND={wanted!r}; known backends: {', '.join(BACKENDS)}")
+        if wanted == "jsonschema-rs" and jsonschema_rs is None:
+            raise NdintakeError("NDINTAKE_BACKEND=jsonschema-rs but jsonschema_rs cannot be imported")
+        return wanted
+    return "jsonschema-rs" if jsonschema_rs is not None else "fastjsonschema"
+
+
+_BACKEND = _default_backend()
+
+
+def backend() -> str:
+    """The validation backend in use for the accept check (``NDINTAKE_BACKEND`` overrides)."""
+    return _BACKEND
+
 
 def schema_dir() -> Path:
     """Where the schema files are: inside the installed package, else the source tree."""
-    packaged = resources.files("ndintake") / "schemas"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "schemas"
+    here = Path(__file__).resolve().parent
+    packaged = here / "schemas"
+    return packaged if packaged.is_dir() else here.parent / "schemas"
 
 
 @cache
@@ -42,51 +69,85 @@ def _compile(schema: dict[str, Any], detailed: bool) -> Callable[[Any], Any]:
     return validator
 
 
+def _fastjsonschema_accept(schema: dict[str, Any]) -> Callable[[Any], bool]:
+    check = _compile(schema, detailed=False)
+    invalid = fastjsonschema.JsonSchemaValueException
+
+    def accept(value: Any) -> bool:
+        try:
+            check(value)
+        except invalid:
+            return False
+        return True
+
+    return accept
+
+
+def _accept_function(schema: dict[str, Any], backend_name: str) -> Callable[[Any], bool]:
+    if backend_name == "jsonschema-rs":
+        if jsonschema_rs is None:
+            raise NdintakeError("the jsonschema-rs backend is not installed")
+        is_valid: Callable[[Any], bool] = jsonschema_rs.Draft7Validator(schema).is_valid
+        return is_valid
+    if backend_name == "fastjsonschema":
+        return _fastjsonschema_accept(schema)
+    raise NdintakeError(f"unknown backend {backend_name!r}; known: {', '.join(BACKENDS)}")
+
+
 class Validator:
     """One event kind's schema, compiled on first use and then kept.
 
-    ``accepts`` is the fast check (no error messages are built); ``explain``
-    runs the detailed validator on a rejected value and says what is wrong.
+    ``accept(backend)`` gives the fast check, a callable ``value -> bool`` that
+    builds no messages; ``refusal`` has the last word on a value it refused, with
+    fastjsonschema, and says what is wrong. An object with nothing set is refused
+    even when the schema requires nothing, as upstream does.
     """
 
-    __slots__ = ("kind", "schema_name", "_accept", "_detail", "_needs_value")
+    __slots__ = ("kind", "schema_name", "_accept", "_detail")
 
     def __init__(self, kind: str, schema_name: str) -> None:
         self.kind = kind
         self.schema_name = schema_name
-        self._accept: Callable[[Any], Any] | None = None
+        self._accept: dict[str, Callable[[Any], bool]] = {}
         self._detail: Callable[[Any], Any] | None = None
-        self._needs_value = False
 
-    def _compiled(self) -> Callable[[Any], Any]:
-        schema = load_schema(self.schema_name)
-        # with nothing required, an object with nothing set still is "not set" upstream
-        self._needs_value = not schema.get("required")
-        self._accept = _compile(schema, detailed=False)
-        return self._accept
+    def accept(self, backend_name: str | None = None) -> Callable[[Any], bool]:
+        """The compiled accept check for ``backend_name`` (default: :func:`backend`)."""
+        name = backend_name or _BACKEND
+        check = self._accept.get(name)
+        if check is None:
+            schema = load_schema(self.schema_name)
+            check = _accept_function(schema, name)
+            if not schema.get("required"):
+                check = _requiring_a_value(check)
+            self._accept[name] = check
+        return check
 
-    def accepts(self, value: Any) -> bool:
-        """True when ``value`` (the object inside the kind's key) is valid."""
-        accept = self._accept or self._compiled()
-        try:
-            accept(value)
-        except fastjsonschema.JsonSchemaValueException:
-            return False
-        return not self._needs_value or _is_set(value)
-
-    def explain(self, value: Any) -> str:
-        """The APM-style message for a value ``accepts`` refused."""
-        if value is None or (isinstance(value, dict) and not _is_set(value)):
-            return f"validation error: '{self.kind}' required"
-        if not isinstance(value, dict):
+    def refusal(self, value: Any, *, explain: bool = True) -> str | None:
+        """Called when the fast check refused ``value``: None if fastjsonschema accepts
+        it after all, else what is wrong in APM's words ("" when ``explain`` is false:
+        past the fifth error no message is built)."""
+        if value is None or not isinstance(value, dict) or not _is_set(value):
+            if not explain:
+                return ""
+            if isinstance(value, dict) or value is None:
+                return f"validation error: '{self.kind}' required"
             return f"decode error: data read error: {self.kind}: expected an object, got {_json_type(value)}"
+        if not explain:
+            if _BACKEND == "fastjsonschema":
+                return ""
+            return None if self.accept("fastjsonschema")(value) else ""
         if self._detail is None:
             self._detail = _compile(load_schema(self.schema_name), detailed=True)
         try:
             self._detail(value)
         except fastjsonschema.JsonSchemaValueException as exc:
             return _message(self.kind, exc)
-        return f"validation error: '{self.kind}' required"  # valid, yet nothing set
+        return None
+
+
+def _requiring_a_value(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: check(value) and _is_set(value)
 
 
 def _is_set(value: dict[str, Any]) -> bool:

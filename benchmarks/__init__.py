@@ -1,0 +1,1 @@
+"""Benchmarks of ndintake against other validation pipelines: ``python -m benchmarks``."""
