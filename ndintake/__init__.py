@@ -8,9 +8,11 @@ from ._api import validate, validate_async, validate_chunks, validate_file
 from ._decode import SUPPORTED_ENCODINGS
 from ._errors import EventError, NdintakeError
 from ._event import Event
+from ._facets import facets
 from ._limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE, Limits
 from ._profiles import PROFILES
 from ._result import MAX_EVENT_ERRORS, IntakeResult
+from ._schemas import BACKENDS, backend
 from ._stream import IntakeStream
 
 __version__ = "0.1.0"
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_EVENT_SIZE",
+    "BACKENDS",
     "MAX_EVENT_ERRORS",
     "PROFILES",
     "SUPPORTED_ENCODINGS",
@@ -27,6 +30,8 @@ __all__ = [
     "IntakeStream",
     "Limits",
     "NdintakeError",
+    "backend",
+    "facets",
     "validate",
     "validate_async",
     "validate_chunks",

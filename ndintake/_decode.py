@@ -21,6 +21,11 @@ Sink = Callable[[bytes], None]
 #: Largest piece a decoder hands to its sink.
 OUTPUT_CHUNK = 256 * 1024
 
+#: Input slice used to recover the output decoded before an error (zlib), and
+#: fed to brotli per call (a brotli error loses the output of one slice).
+_SALVAGE_SLICE = 16
+_BROTLI_SLICE = 1024
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -102,9 +107,12 @@ class ZlibDecoder:
         inflate = self._inflate
         assert inflate is not None
         while True:
+            before = inflate.copy()
             try:
                 out = inflate.decompress(data, OUTPUT_CHUNK)
             except zlib.error as exc:
+                if not self._raw_probe:
+                    _salvage(before, data, sink)
                 raise self._error(_zlib_reason(exc)) from None
             if out:
                 if self._raw_probe and b"\n" in out:
@@ -130,14 +138,39 @@ class ZlibDecoder:
             raise self._error("unexpected EOF")
 
 
+def _salvage(inflate: zlib._Decompress, data: bytes, sink: Sink, step: int = _SALVAGE_SLICE) -> None:
+    """``data`` made ``inflate`` fail, losing that call's output: decode it again
+    from a copy of the state before, in slices of ``step`` bytes and then byte by
+    byte within the failing slice, pushing all that comes out before the error
+    (so a bad checksum at the end loses nothing)."""
+    for start in range(0, len(data), step):
+        piece = data[start : start + step]
+        before = inflate.copy() if step > 1 else inflate
+        try:
+            while True:
+                out = inflate.decompress(piece, OUTPUT_CHUNK)
+                if out:
+                    sink(out)
+                if inflate.eof:
+                    return
+                piece = inflate.unconsumed_tail
+                if not piece and len(out) < OUTPUT_CHUNK:
+                    break
+        except zlib.error:
+            if step > 1:
+                _salvage(before, data[start : start + step], sink, 1)
+            return
+
+
 class _ZstdFrames:
     """Tracks zstd frame and block boundaries in the compressed input.
 
     The zstandard streaming writer cannot tell whether input stopped inside a
-    frame; this scanner can, from the frame and block headers alone.
+    frame; this scanner can, from the frame and block headers alone. It also
+    tells where blocks end, so the decoder can feed zstd one block at a time.
     """
 
-    __slots__ = ("_buf", "_need", "_skip", "_state", "_checksum", "frames")
+    __slots__ = ("_buf", "_need", "_skip", "_state", "_checksum", "frames", "bad")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -145,28 +178,39 @@ class _ZstdFrames:
         self._skip = 0
         self._state = "magic"
         self._checksum = 0
-        self.frames = 0  # frames started so far
+        self.frames = 0  # frame magics seen and valid
+        self.bad = False  # stopped on bytes that are no frame
 
     @property
     def at_boundary(self) -> bool:
         return self._state == "magic" and not self._buf and not self._skip
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[int]:
+        """Scan ``data``; return the offsets where a block's content ends, and last
+        the offset where scanning stopped (``len(data)`` unless ``bad``)."""
+        cuts = []
         pos, size = 0, len(data)
         while pos < size:
             if self._skip:
                 step = min(self._skip, size - pos)
                 self._skip -= step
                 pos += step
+                if not self._skip and pos < size:
+                    cuts.append(pos)
                 continue
             step = min(self._need - len(self._buf), size - pos)
             self._buf += data[pos : pos + step]
             pos += step
             if len(self._buf) == self._need:
                 header, self._buf = self._buf, b""
-                self._advance(header)
+                if not self._advance(header):
+                    self.bad = True
+                    cuts.append(pos - self._need)
+                    return cuts
+        cuts.append(size)
+        return cuts
 
-    def _advance(self, header: bytes) -> None:
+    def _advance(self, header: bytes) -> bool:
         state = self._state
         if state == "magic":
             if header == _ZSTD_MAGIC:
@@ -174,10 +218,10 @@ class _ZstdFrames:
             elif header[1:] == b"\x2a\x4d\x18" and header[0] & 0xF0 == 0x50:
                 self._state, self._need = "skippable", 4
             else:
-                raise DecodeError("zstd: invalid header", at_header=self.frames == 0)
+                return False
             self.frames += 1
-        elif state == "skippable":
-            self._skip = int.from_bytes(header, "little")
+        elif state in ("skippable", "checksum"):
+            self._skip = int.from_bytes(header, "little") if state == "skippable" else 0
             self._state, self._need = "magic", 4
         elif state == "descriptor":
             descriptor = header[0]
@@ -191,8 +235,8 @@ class _ZstdFrames:
             block_type, block_size = value >> 1 & 3, value >> 3
             self._skip = 1 if block_type == 1 else block_size
             if value & 1:  # last block of the frame
-                self._skip += 4 * self._checksum
-                self._state, self._need = "magic", 4
+                self._state, self._need = ("checksum", 4) if self._checksum else ("magic", 4)
+        return True
 
 
 class _SinkWriter:
@@ -220,12 +264,22 @@ class ZstdDecoder:
         self._frames = _ZstdFrames()
 
     def decode(self, data: bytes, sink: Sink) -> None:
-        self._frames.feed(data)
         self._writer.sink = sink
-        try:
-            self._zstd.write(data)
-        except zstandard.ZstdError as exc:
-            raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
+        frames = self._frames
+        start = 0
+        # block by block: zstd loses a failing call's output, and a bad checksum
+        # or junk after the last frame must not cost the blocks before
+        for end in frames.feed(data):
+            if end > start:
+                try:
+                    self._zstd.write(data[start:end] if start or end < len(data) else data)
+                except zstandard.ZstdError as exc:
+                    if not frames.frames:  # failed before a frame's magic was even complete
+                        raise DecodeError("zstd: invalid header", at_header=True) from None
+                    raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
+            start = end
+        if frames.bad:
+            raise DecodeError("zstd: invalid header", at_header=not frames.frames)
 
     def finish(self, sink: Sink) -> None:
         if not self._frames.at_boundary:
@@ -237,7 +291,11 @@ def _discard(data: bytes) -> None:
 
 
 class BrotliDecoder:
-    """br, with the output of each call capped by ``output_buffer_limit``."""
+    """br, with the output of each call capped by ``output_buffer_limit``.
+
+    Input goes in 1 KiB slices: brotli loses a failing call's output, so a
+    corrupt stream loses at most what its last slice decoded to.
+    """
 
     def __init__(self) -> None:
         self._brotli = brotli.Decompressor()
@@ -249,13 +307,14 @@ class BrotliDecoder:
         try:
             if decompressor.is_finished():
                 raise DecodeError("br: data after the end of the stream")
-            out = decompressor.process(data, output_buffer_limit=OUTPUT_CHUNK)
-            while True:
-                if out:
-                    sink(out)
-                if decompressor.can_accept_more_data():
-                    return
-                out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
+            for start in range(0, len(data), _BROTLI_SLICE):
+                out = decompressor.process(data[start : start + _BROTLI_SLICE], output_buffer_limit=OUTPUT_CHUNK)
+                while True:
+                    if out:
+                        sink(out)
+                    if decompressor.can_accept_more_data():
+                        break
+                    out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
         except brotli.error as exc:
             raise DecodeError(f"br: {exc}") from None
 

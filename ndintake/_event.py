@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ._facets import facets
+
 
 @dataclass(slots=True)
 class Event:
@@ -20,3 +22,7 @@ class Event:
     data: dict[str, Any]
     raw: bytes
     line: int
+
+    def facets(self) -> dict[str, object]:
+        """``data`` flattened into dotted facet paths (see :func:`ndintake.facets`)."""
+        return facets(self.data)

@@ -1,29 +1,49 @@
-"""Profiles: what differs between intake protocols (keys, schemas, limits, body shape)."""
+"""Profiles: what differs between intake protocols (framing, schemas, limits, body shape)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ._errors import NdintakeError
+from ._envelope import EnvelopeReader
+from ._errors import DecodeError, EventError, NdintakeError
+from ._items import ItemReader
 from ._limits import Limits
 from ._result import IntakeResult, apm_response
 from ._schemas import Validator
+
+if TYPE_CHECKING:
+    from ._stream import IntakeStream
+
+
+class Reader(Protocol):
+    """Turns a profile's decoded body into events, reporting to the stream."""
+
+    def feed(self, piece: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def stream_error(self, exc: DecodeError) -> EventError: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
     """One intake protocol.
 
-    ``metadata``: the keys a first (metadata) line may have, with their schema;
-    ``events``: event-line keys with theirs; ``keep``: per kind, a predicate that
-    is False for a valid event the protocol discards without an error;
-    ``render``: the response body.
+    ``reader``: how the body is read (envelope lines for APM, JSON items for
+    prodlytics); ``metadata``: the keys a first (metadata) line may have, with
+    their schema; ``events``: event-line keys with theirs; ``item``: the schema
+    each item is validated against whole (profiles without envelopes);
+    ``keep``: per kind, a predicate that is False for a valid event the protocol
+    discards without an error; ``render``: the response body.
     """
 
     name: str
-    metadata: dict[str, Validator]
-    events: dict[str, Validator]
+    reader: Callable[[IntakeStream, Profile], Reader]
+    metadata: dict[str, Validator] = field(default_factory=dict)
+    events: dict[str, Validator] = field(default_factory=dict)
+    item: Validator | None = None
     limits: Limits = field(default_factory=Limits)
     keep: dict[str, Callable[[dict[str, Any]], bool]] = field(default_factory=dict)
     render: Callable[[IntakeResult], dict[str, Any]] = apm_response
@@ -45,8 +65,39 @@ def _keep_metricset(data: dict[str, Any]) -> bool:
     )
 
 
-_APM = Profile(
+# Titles as Datadog words them (HTTPStatus phrases vary between Python versions).
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def datadog_response(result: IntakeResult) -> dict[str, Any]:
+    """Datadog's body: ``{}`` on 202, else ``{"errors": [{"status", "title", "detail"}]}``
+    with the status as a string."""
+    if not result.errors:
+        return {}
+    return {
+        "errors": [
+            {"status": str(error.status), "title": _TITLES.get(error.status) or HTTPStatus(error.status).phrase, "detail": error.message}
+            for error in result.errors
+        ]
+    }
+
+
+#: Datadog's documented limit for one prodlytics request: 5 MB uncompressed.
+PRODLYTICS_MAX_BODY_SIZE = 5_000_000
+
+APM = Profile(
     name="apm",
+    reader=EnvelopeReader,
     metadata={
         "metadata": Validator("metadata", "apm/metadata"),
         "m": Validator("m", "rumv3/metadata"),
@@ -55,7 +106,15 @@ _APM = Profile(
     keep={"metricset": _keep_metricset},
 )
 
-PROFILES: dict[str, Profile] = {_APM.name: _APM}
+PRODLYTICS = Profile(
+    name="prodlytics",
+    reader=ItemReader,
+    item=Validator("prodlytics", "prodlytics", label=None),
+    limits=Limits(max_event_size=PRODLYTICS_MAX_BODY_SIZE, max_body_size=PRODLYTICS_MAX_BODY_SIZE),
+    render=datadog_response,
+)
+
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (APM, PRODLYTICS)}
 
 
 def get_profile(name: str) -> Profile:

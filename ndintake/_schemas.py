@@ -99,15 +99,21 @@ class Validator:
 
     ``accept(backend)`` gives the fast check, a callable ``value -> bool`` that
     builds no messages; ``refusal`` has the last word on a value it refused, with
-    fastjsonschema, and says what is wrong. An object with nothing set is refused
-    even when the schema requires nothing, as upstream does.
+    fastjsonschema, and says what is wrong.
+
+    ``label`` names the validated object in messages (``transaction: 'id'
+    required``); it defaults to ``kind``. With a label, the object sits under that
+    key in its line, and one with nothing set is refused (``'transaction'
+    required``) even when the schema requires nothing, as APM Server does. None:
+    the item is the whole line (prodlytics), and paths start at its fields.
     """
 
-    __slots__ = ("kind", "schema_name", "_accept", "_detail")
+    __slots__ = ("kind", "schema_name", "label", "_accept", "_detail")
 
-    def __init__(self, kind: str, schema_name: str) -> None:
+    def __init__(self, kind: str, schema_name: str, *, label: str | None = "") -> None:
         self.kind = kind
         self.schema_name = schema_name
+        self.label = kind if label == "" else label
         self._accept: dict[str, Callable[[Any], bool]] = {}
         self._detail: Callable[[Any], Any] | None = None
 
@@ -118,7 +124,7 @@ class Validator:
         if check is None:
             schema = load_schema(self.schema_name)
             check = _accept_function(schema, name)
-            if not schema.get("required"):
+            if self.label is not None and not schema.get("required"):
                 check = _requiring_a_value(check)
             self._accept[name] = check
         return check
@@ -127,12 +133,15 @@ class Validator:
         """Called when the fast check refused ``value``: None if fastjsonschema accepts
         it after all, else what is wrong in APM's words ("" when ``explain`` is false:
         past the fifth error no message is built)."""
-        if value is None or not isinstance(value, dict) or not _is_set(value):
+        if not isinstance(value, dict):
             if not explain:
                 return ""
-            if isinstance(value, dict) or value is None:
-                return f"validation error: '{self.kind}' required"
-            return f"decode error: data read error: {self.kind}: expected an object, got {_json_type(value)}"
+            if value is None and self.label is not None:
+                return f"validation error: '{self.label}' required"
+            where = f"{self.label}: " if self.label is not None else ""
+            return f"decode error: data read error: {where}expected an object, got {_json_type(value)}"
+        if self.label is not None and not _is_set(value):
+            return f"validation error: '{self.label}' required" if explain else ""
         if not explain:
             if _BACKEND == "fastjsonschema":
                 return ""
@@ -142,7 +151,7 @@ class Validator:
         try:
             self._detail(value)
         except fastjsonschema.JsonSchemaValueException as exc:
-            return _message(self.kind, exc)
+            return _message(self.label, exc)
         return None
 
 
@@ -162,30 +171,31 @@ def _json_type(value: Any) -> str:
     return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
 
 
-def _path(kind: str, name: str) -> list[str]:
-    """``data.context.tags[0]`` -> ``[kind, "context", "tags", "[0]"]``."""
+def _path(label: str | None, name: str) -> list[str]:
+    """``data.context.tags[0]`` -> ``[label, "context", "tags", "[0]"]``."""
     rest = name.split(".", 1)[1] if "." in name else ""
     rest = _INDEX.sub(r".[\1]", rest)
-    return [kind, *(part for part in rest.split(".") if part)]
+    parts = [part for part in rest.split(".") if part]
+    return [label, *parts] if label is not None else parts
 
 
-def _message(kind: str, exc: fastjsonschema.JsonSchemaValueException) -> str:
+def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) -> str:
     """Say what failed and where, the way APM Server words it."""
-    path = _path(kind, exc.name or "data")
+    path = _path(label, exc.name or "data")
     rule, definition, value = exc.rule, exc.definition or {}, exc.value
-    where = ": ".join(path)
+    at = "".join(f"{part}: " for part in path)
     if rule == "required":
         present = value if isinstance(value, dict) else {}
         missing = next((k for k in definition.get("required", ()) if k not in present), "?")
-        return f"validation error: {where}: '{missing}' required"
+        return f"validation error: {at}'{missing}' required"
     if rule == "anyOf" and all(set(branch) <= {"required", "properties"} for branch in definition["anyOf"]):
         fields = ";".join(f for branch in definition["anyOf"] for f in branch.get("required", ()))
-        return f"validation error: {where}: requires at least one of the fields '{fields}'"
+        return f"validation error: {at}requires at least one of the fields '{fields}'"
     argument = definition.get(rule, "") if rule else ""
     if isinstance(argument, list):
         argument = ";".join(str(a) for a in argument)
     elif isinstance(argument, dict):
         argument = ""
-    field = path[-1] if len(path) > 1 else kind
-    parent = ": ".join(path[:-1]) if len(path) > 1 else kind
-    return f"validation error: {parent}: '{field}': validation rule '{rule}({argument})' violated"
+    if path:
+        at = "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}': "
+    return f"validation error: {at}validation rule '{rule}({argument})' violated"

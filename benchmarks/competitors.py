@@ -1,0 +1,339 @@
+"""The pipelines under test, all behind one tiny interface.
+
+A :class:`Pipeline` takes the request body, encoded with its ``codec`` and cut
+into 64 KiB chunks (``list[bytes]``), and returns the number of accepted
+events (the metadata line is not an event). Nothing is printed, nothing is
+kept: each run consumes the chunks and counts.
+
+Every pipeline validates the metadata line against ``schemas/apm/metadata.json``
+(an invalid one means 0 accepted, as in APM Server), then classifies each event
+line by its first key and validates the object inside that key against the
+kind's schema: the same schema files ndintake uses.
+
+Pipelines other than ndintake read the zstd-compressed body (streaming
+decompression with ``zstandard``; it costs about 1% of their time) so that all
+of them pay for a decoder. ``ndintake[zstd]`` is the like-for-like entry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import brotli
+import orjson
+import zstandard
+
+import ndintake
+
+from .corpus import EVENT_KINDS, load_schemas
+
+CHUNK = 64 * 1024
+CODECS = ("identity", "gzip", "zstd", "br")
+#: Compression settings: zlib's default gzip level, zstd's default level, and a
+#: mid brotli quality (quality 11, brotli's default, is far too slow for a live agent).
+LEVELS = {"gzip": 6, "zstd": 3, "br": 5}
+
+Run = Callable[[list[bytes]], int]
+
+
+@dataclass
+class Pipeline:
+    """One way to validate a body. ``run(chunks) -> accepted events``."""
+
+    name: str
+    codec: str  # the content coding of the chunks it is given
+    description: str
+    run: Run
+    #: Too slow for the whole corpus: timed on a prefix of it (see run.py).
+    sliced: bool = False
+    #: The no-validation upper bound the others are compared with.
+    ceiling: bool = False
+    #: The naive pipeline the others are compared with.
+    naive: bool = False
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+# -- encoding and chunking -------------------------------------------------
+
+
+def encode(body: bytes, codec: str) -> bytes:
+    """``body`` compressed with ``codec`` (one of :data:`CODECS`)."""
+    if codec == "identity":
+        return body
+    if codec == "gzip":
+        return gzip.compress(body, compresslevel=LEVELS["gzip"], mtime=0)
+    if codec == "zstd":
+        return zstandard.ZstdCompressor(level=LEVELS["zstd"]).compress(body)
+    if codec == "br":
+        return brotli.compress(body, quality=LEVELS["br"])
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def chunked(data: bytes, size: int = CHUNK) -> list[bytes]:
+    """``data`` cut into ``size``-byte chunks, as a server reads a request body."""
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+# -- shared streaming helpers for the non-ndintake pipelines ---------------
+
+
+def zstd_pieces(chunks: list[bytes]) -> Iterator[bytes]:
+    """Decompressed pieces of a zstd body given as chunks."""
+    decompress = zstandard.ZstdDecompressor().decompressobj().decompress
+    for chunk in chunks:
+        piece = decompress(chunk)
+        if piece:
+            yield piece
+
+
+def lines_of(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Split a stream of pieces on ``\\n`` (no size cap: these pipelines trust the body)."""
+    tail = b""
+    for piece in pieces:
+        if tail:
+            piece = tail + piece
+        lines = piece.split(b"\n")
+        tail = lines.pop()
+        yield from lines
+    if tail:
+        yield tail
+
+
+class _ChunkSource:
+    """A file-like ``read()`` over a list of chunks (for ``zstandard.stream_reader``)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = iter(chunks)
+
+    def read(self, size: int = -1) -> bytes:
+        return next(self._chunks, b"")
+
+
+def _first_kind(obj: Any) -> str | None:
+    if type(obj) is dict and obj:
+        return next(iter(obj))
+    return None
+
+
+# -- the pipelines -----------------------------------------------------------
+
+
+def ceiling() -> Pipeline:
+    loads = orjson.loads
+
+    def run(chunks: list[bytes]) -> int:
+        count = 0
+        for line in lines_of(zstd_pieces(chunks)):
+            if line:
+                loads(line)
+                count += 1
+        return count - 1  # the metadata line
+
+    return Pipeline(
+        "ceiling: zstd + orjson, no validation",
+        "zstd",
+        "zstd decompression, split on \\n, orjson.loads of every line; no validation at all. "
+        "The upper bound for any Python pipeline built on orjson.",
+        run,
+        ceiling=True,
+    )
+
+
+def ndintake_pipeline(codec: str, max_body_size: int) -> Pipeline:
+    limits = ndintake.Limits(max_body_size=max_body_size)
+    encoding = codec
+
+    def run(chunks: list[bytes]) -> int:
+        stream = ndintake.IntakeStream(profile="apm", content_encoding=encoding, limits=limits)
+        feed = stream.feed
+        for chunk in chunks:
+            feed(chunk)
+        return stream.close().accepted
+
+    return Pipeline(
+        f"ndintake [{codec}]",
+        codec,
+        f"ndintake.IntakeStream(content_encoding={codec!r}): bounded streaming decoder, line splitter with "
+        "the 300 KiB line cap, orjson, fastjsonschema (compiled once), APM Server's rules; an Event per accepted line.",
+        run,
+    )
+
+
+def orjson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+    import fastjsonschema
+
+    validators = {kind: fastjsonschema.compile(schema) for kind, schema in schemas.items()}
+    events = {kind: validators[kind] for kind in EVENT_KINDS}
+    metadata = validators["metadata"]
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    Invalid = fastjsonschema.JsonSchemaValueException
+
+    def run(chunks: list[bytes]) -> int:
+        lines = lines_of(zstd_pieces(chunks))
+        try:
+            obj = loads(next(lines))
+            metadata(obj["metadata"])
+        except (StopIteration, JSONDecodeError, KeyError, TypeError, Invalid):
+            return 0
+        accepted = 0
+        for line in lines:
+            if not line:
+                continue
+            try:
+                obj = loads(line)
+            except JSONDecodeError:
+                continue
+            validate = events.get(_first_kind(obj))
+            if validate is None:
+                continue
+            try:
+                validate(obj[next(iter(obj))])
+            except Invalid:
+                continue
+            accepted += 1
+        return accepted
+
+    return Pipeline(
+        "orjson + fastjsonschema",
+        "zstd",
+        "zstd, split on \\n, orjson.loads, classify by first key, stock fastjsonschema.compile(schema) "
+        "of the same schema files. What ndintake does minus its limits, error reporting and APM rules.",
+        run,
+    )
+
+
+def ijson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+    import fastjsonschema
+    import ijson
+
+    validators = {kind: fastjsonschema.compile(schema) for kind, schema in schemas.items()}
+    events = {kind: validators[kind] for kind in EVENT_KINDS}
+    metadata = validators["metadata"]
+    Invalid = fastjsonschema.JsonSchemaValueException
+
+    def run(chunks: list[bytes]) -> int:
+        reader = zstandard.ZstdDecompressor().stream_reader(_ChunkSource(chunks), read_size=CHUNK)
+        values = ijson.items(reader, "", multiple_values=True, use_float=True, buf_size=CHUNK)
+        try:
+            metadata(next(values)["metadata"])
+        except (StopIteration, KeyError, TypeError, Invalid):
+            return 0
+        accepted = 0
+        for obj in values:
+            validate = events.get(_first_kind(obj))
+            if validate is None:
+                continue
+            try:
+                validate(obj[next(iter(obj))])
+            except Invalid:
+                continue
+            accepted += 1
+        return accepted
+
+    return Pipeline(
+        "ijson + fastjsonschema",
+        "zstd",
+        "zstandard stream_reader, ijson.items(prefix='', multiple_values=True, use_float=True) "
+        f"with the {ijson.backend} backend, then fastjsonschema as above. A streaming JSON parser "
+        "instead of a line splitter (one broken line would end the stream).",
+        run,
+        tags={"ijson_backend": ijson.backend},
+    )
+
+
+def orjson_jsonschema_rs(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+    import jsonschema_rs
+
+    # Draft 7 pinned: validator_for() would pick 2020-12 for schemas without "$schema".
+    validators = {kind: jsonschema_rs.Draft7Validator(schema).is_valid for kind, schema in schemas.items()}
+    events = {kind: validators[kind] for kind in EVENT_KINDS}
+    metadata = validators["metadata"]
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+
+    def run(chunks: list[bytes]) -> int:
+        lines = lines_of(zstd_pieces(chunks))
+        try:
+            obj = loads(next(lines))
+            if not metadata(obj["metadata"]):
+                return 0
+        except (StopIteration, JSONDecodeError, KeyError, TypeError):
+            return 0
+        accepted = 0
+        for line in lines:
+            if not line:
+                continue
+            try:
+                obj = loads(line)
+            except JSONDecodeError:
+                continue
+            is_valid = events.get(_first_kind(obj))
+            if is_valid is not None and is_valid(obj[next(iter(obj))]):
+                accepted += 1
+        return accepted
+
+    return Pipeline(
+        "orjson + jsonschema-rs",
+        "zstd",
+        "zstd, split on \\n, orjson.loads, classify by first key, jsonschema_rs.Draft7Validator(schema).is_valid "
+        "(Rust validator; Python objects are converted on each call).",
+        run,
+    )
+
+
+def json_jsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+    import jsonschema
+
+    validators = {kind: jsonschema.Draft7Validator(schema).is_valid for kind, schema in schemas.items()}
+    events = {kind: validators[kind] for kind in EVENT_KINDS}
+    metadata = validators["metadata"]
+    loads = json.loads
+
+    def run(chunks: list[bytes]) -> int:
+        lines = lines_of(zstd_pieces(chunks))
+        try:
+            obj = loads(next(lines))
+            if not metadata(obj["metadata"]):
+                return 0
+        except (StopIteration, ValueError, KeyError, TypeError):
+            return 0
+        accepted = 0
+        for line in lines:
+            if not line:
+                continue
+            try:
+                obj = loads(line)
+            except ValueError:
+                continue
+            is_valid = events.get(_first_kind(obj))
+            if is_valid is not None and is_valid(obj[next(iter(obj))]):
+                accepted += 1
+        return accepted
+
+    return Pipeline(
+        "json + jsonschema (naive)",
+        "zstd",
+        "zstd, split on \\n, stdlib json.loads, jsonschema.Draft7Validator(schema).is_valid: the obvious "
+        "pure-Python pipeline. Very slow, so it is timed on a prefix of the corpus (rates are per byte and event).",
+        run,
+        sliced=True,
+        naive=True,
+    )
+
+
+def make_pipelines(max_body_size: int) -> list[Pipeline]:
+    """All pipelines, ceiling first, naive last. Schemas are compiled here, not in ``run``."""
+    schemas = load_schemas()
+    return [
+        ceiling(),
+        *(ndintake_pipeline(codec, max_body_size) for codec in CODECS),
+        orjson_fastjsonschema(schemas),
+        ijson_fastjsonschema(schemas),
+        orjson_jsonschema_rs(schemas),
+        json_jsonschema(schemas),
+    ]
+
+
+__all__ = ["CHUNK", "CODECS", "LEVELS", "Pipeline", "chunked", "encode", "make_pipelines"]

@@ -1,0 +1,199 @@
+"""APM intake NDJSON: a metadata line, then one ``{"<type>": {...}}`` event per line."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._errors import DecodeError, EventError, Fatal
+from ._event import Event
+from ._lines import LineSplitter
+from ._schemas import Validator
+
+if TYPE_CHECKING:
+    from ._profiles import Profile
+    from ._stream import IntakeStream
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_QUOTE = re.compile(rb"[\"']")
+_BLANK = frozenset(b" \t\r\n\f\v")
+_TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
+
+
+def text(line: bytes) -> str:
+    """A line as the ``document`` of an error."""
+    return line.decode("utf-8", "replace")
+
+
+def first_key(line: bytes) -> str:
+    """The first quoted string of a line: how APM Server tells a line's type."""
+    match = _QUOTE.search(line)
+    if match is None:
+        return ""
+    start = match.end()
+    end = line.find(match.group(), start)
+    return line[start : end if end >= 0 else len(line)].decode("utf-8", "replace")
+
+
+def parse_line(line: bytes, strict: bool) -> Any:
+    """Parse a line; unless ``strict``, a complete value followed by junk counts
+    (APM Server ignores what follows). Raises orjson.JSONDecodeError."""
+    try:
+        return _loads(line)
+    except _JSONDecodeError as exc:
+        if strict or not exc.msg.startswith(_TRAILING):
+            raise
+        try:
+            return _loads(line.decode("utf-8")[: exc.pos])
+        except (UnicodeDecodeError, _JSONDecodeError):
+            raise exc from None
+
+
+class _BadLine(Exception):
+    """A line that cannot become an event; carries its message."""
+
+
+class EnvelopeReader:
+    """Turns decoded bytes into lines, lines into events, for the APM profiles.
+
+    The first line must be metadata (any problem with it is fatal); each later
+    line's type is its first key. Results go to the stream: accepted events,
+    rejected lines, dropped events.
+    """
+
+    def __init__(self, stream: IntakeStream, profile: Profile) -> None:
+        self._stream = stream
+        self._profile = profile
+        self._max = stream.limits.max_event_size
+        self._lines = LineSplitter(self._max)
+        self._line_no = 0
+        self._metadata_keys = profile.metadata
+        self._event_keys = profile.events
+        # key -> (kind, accept check, keep predicate or None): one lookup per line
+        self._table = {key: (v.kind, v.accept(), profile.keep.get(v.kind)) for key, v in profile.events.items()}
+
+    def feed(self, piece: bytes) -> None:
+        lines = self._lines.split(piece)
+        if lines:
+            self._take_lines(lines)
+
+    def finish(self) -> None:
+        last = self._lines.flush()
+        if last is None:
+            return
+        if self._stream.metadata is None:
+            raise Fatal(400, "EOF while reading metadata", text(last), self._line_no + 1)
+        self._take_lines([last])
+
+    def stream_error(self, exc: DecodeError) -> EventError:
+        """A read error mid-body: 400 while on the metadata line, else 500, as APM Server."""
+        if self._stream.metadata is None:
+            pending = self._lines.pending()
+            return EventError(message=str(exc), document=text(pending) or None, status=400, fatal=True)
+        return EventError(message=f"cannot handle stream: {exc}", status=500, fatal=True)
+
+    def _take_lines(self, lines: list[bytes]) -> None:
+        """The per-line loop: the hot path, kept flat on purpose."""
+        stream = self._stream
+        if stream.metadata is None:
+            self._line_no += 1
+            self._take_metadata(lines[0])
+            lines = lines[1:]
+        max_size = self._max
+        table = self._table
+        out = stream.out
+        line_no = self._line_no
+        try:
+            for line in lines:
+                line_no += 1
+                if len(line) >= max_size:
+                    stream.reject(line[:max_size], "event exceeded the permitted size", line_no)
+                    continue
+                if not line or (line[0] in _BLANK and not line.strip()):
+                    continue
+                try:
+                    obj = _loads(line)
+                except _JSONDecodeError:
+                    obj = None
+                if type(obj) is dict:
+                    for key in obj:  # the first key: the event type
+                        break
+                    else:
+                        key = None
+                    entry = table.get(key)
+                    if entry is not None:
+                        value = obj[key]
+                        if type(value) is dict and entry[1](value):
+                            if entry[2] is None or entry[2](value):
+                                out.append(Event(entry[0], value, line, line_no))
+                            else:
+                                stream.dropped += 1
+                            continue
+                self._take_event(line, line_no)
+        finally:
+            self._line_no = line_no
+
+    def _take_metadata(self, line: bytes) -> None:
+        line_no = self._line_no
+        if len(line) >= self._max:
+            raise Fatal(400, "event exceeded the permitted size", text(line[: self._max]), line_no)
+        try:
+            key, value = self._parse(line, self._metadata_keys)
+        except _BadLine as exc:
+            raise Fatal(400, str(exc), text(line), line_no) from None
+        except KeyError:
+            raise Fatal(400, self._profile.metadata_required, text(line) or None, line_no) from None
+        validator = self._metadata_keys[key]
+        if type(value) is not dict or not validator.accept()(value):
+            message = validator.refusal(value)
+            if message is not None:
+                raise Fatal(400, message, text(line), line_no)
+        self._stream.metadata = value
+
+    def _take_event(self, line: bytes, line_no: int) -> None:
+        """The slow path of one line: anything but a valid, kept event."""
+        stream = self._stream
+        try:
+            key, value = self._parse(line, self._event_keys)
+        except _BadLine as exc:
+            stream.reject(line, str(exc), line_no)
+            return
+        except KeyError as exc:
+            stream.reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no)
+            return
+        validator = self._event_keys[key]
+        if type(value) is not dict or not validator.accept()(value):
+            message = validator.refusal(value, explain=stream.explaining)
+            if message is not None:
+                stream.reject(line, message, line_no)
+                return
+        keep = self._profile.keep.get(validator.kind)
+        if keep is not None and not keep(value):
+            stream.dropped += 1
+            return
+        stream.out.append(Event(validator.kind, value, line, line_no))
+
+    def _parse(self, line: bytes, known: dict[str, Validator]) -> tuple[str, Any]:
+        """The line's type key and the value under it.
+
+        Raises KeyError(key) for an unknown type, _BadLine for broken JSON.
+        """
+        try:
+            obj = parse_line(line, self._stream.strict)
+        except _JSONDecodeError as exc:
+            key = first_key(line)
+            if key in known:
+                raise _BadLine(f"decode error: data read error: {exc}") from None
+            raise KeyError(key) from None
+        if type(obj) is dict and obj:
+            key = next(iter(obj))
+            if key in known:
+                return key, obj[key]
+            raise KeyError(key)
+        key = first_key(line)
+        if key in known:
+            raise _BadLine(f"decode error: data read error: {key}: expected an object")
+        raise KeyError(key)
