@@ -25,6 +25,7 @@ OUTPUT_CHUNK = 256 * 1024
 #: fed to brotli per call (a brotli error loses the output of one slice).
 _SALVAGE_SLICE = 16
 _BROTLI_SLICE = 1024
+_BROTLI_REPLAY = 256 * 1024
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -293,34 +294,95 @@ def _discard(data: bytes) -> None:
 class BrotliDecoder:
     """br, with the output of each call capped by ``output_buffer_limit``.
 
-    Input goes in 1 KiB slices: brotli loses a failing call's output, so a
-    corrupt stream loses at most what its last slice decoded to.
+    brotli loses a failing call's output and its state cannot be copied, so the
+    first ``_BROTLI_REPLAY`` bytes of input are kept: on an error within them
+    (junk after the end of a small body, corruption) a fresh decoder replays
+    them, then the failing slice byte by byte, to hand on everything decoded
+    before the error. Past that, an error loses what its 1 KiB slice decoded to.
     """
 
     def __init__(self) -> None:
         self._brotli = brotli.Decompressor()
         self._started = False
+        self._kept: list[bytes] | None = []  # input so far, while small enough
+        self._kept_size = 0
 
     def decode(self, data: bytes, sink: Sink) -> None:
         self._started = True
-        decompressor = self._brotli
+        for start in range(0, len(data), _BROTLI_SLICE):
+            piece = data[start : start + _BROTLI_SLICE]
+            counter = _Counter(sink)
+            try:
+                _brotli_process(self._brotli, piece, counter)
+            except (brotli.error, DecodeError) as exc:
+                self._salvage(piece, _Skipping(sink, counter.count))
+                raise exc if isinstance(exc, DecodeError) else DecodeError(f"br: {exc}") from None
+            if self._kept is not None:
+                self._kept.append(piece)
+                self._kept_size += len(piece)
+                if self._kept_size > _BROTLI_REPLAY:
+                    self._kept = None
+
+    def _salvage(self, failed: bytes, sink: Sink) -> None:
+        """Replay the kept input, then ``failed`` byte by byte, into a fresh decoder."""
+        if self._kept is None:
+            return
+        fresh = brotli.Decompressor()
         try:
-            if decompressor.is_finished():
-                raise DecodeError("br: data after the end of the stream")
-            for start in range(0, len(data), _BROTLI_SLICE):
-                out = decompressor.process(data[start : start + _BROTLI_SLICE], output_buffer_limit=OUTPUT_CHUNK)
-                while True:
-                    if out:
-                        sink(out)
-                    if decompressor.can_accept_more_data():
-                        break
-                    out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
-        except brotli.error as exc:
-            raise DecodeError(f"br: {exc}") from None
+            for piece in self._kept:  # decoded before: its output was handed on
+                _brotli_process(fresh, piece, _discard)
+            for byte in range(len(failed)):
+                _brotli_process(fresh, failed[byte : byte + 1], sink)
+        except (brotli.error, DecodeError):
+            return
 
     def finish(self, sink: Sink) -> None:
         if self._started and not self._brotli.is_finished():
             raise DecodeError("br: unexpected EOF")
+
+
+class _Counter:
+    """A sink that counts what it hands on."""
+
+    __slots__ = ("sink", "count")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.count = 0
+
+    def __call__(self, data: bytes) -> None:
+        self.count += len(data)
+        self.sink(data)
+
+
+class _Skipping:
+    """A sink that drops its first ``skip`` bytes (already handed on)."""
+
+    __slots__ = ("sink", "skip")
+
+    def __init__(self, sink: Sink, skip: int) -> None:
+        self.sink = sink
+        self.skip = skip
+
+    def __call__(self, data: bytes) -> None:
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+        if data:
+            self.sink(data)
+
+
+def _brotli_process(decompressor: brotli.Decompressor, data: bytes, sink: Sink) -> None:
+    if decompressor.is_finished():
+        raise DecodeError("br: data after the end of the stream")
+    out = decompressor.process(data, output_buffer_limit=OUTPUT_CHUNK)
+    while True:
+        if out:
+            sink(out)
+        if decompressor.can_accept_more_data():
+            return
+        out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
 
 
 class UnsupportedDecoder:
