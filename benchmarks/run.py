@@ -98,6 +98,39 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def cpu_snapshot() -> dict[str, float] | None:
+    """Machine-wide busy and steal CPU seconds (``/proc/stat``) and this process's
+    own CPU seconds, children included: the difference of two snapshots tells how
+    much CPU other processes took during the run."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) / ticks for x in fields[:8])
+    own = os.times()
+    return {
+        "busy": user + nice + system + irq + softirq,
+        "steal": steal,
+        "own": own.user + own.system + own.children_user + own.children_system,
+        "wall": time.monotonic(),
+    }
+
+
+def cpu_contention(start: dict[str, float] | None, end: dict[str, float] | None) -> dict[str, float] | None:
+    if not start or not end:
+        return None
+    wall = end["wall"] - start["wall"]
+    others = max(0.0, (end["busy"] - start["busy"]) - (end["own"] - start["own"]))
+    return {
+        "wall_s": round(wall, 1),
+        "own_cpu_s": round(end["own"] - start["own"], 1),
+        "other_processes_cpu_s": round(others, 1),
+        "other_processes_cores": round(others / wall, 2) if wall else 0.0,
+        "steal_s": round(end["steal"] - start["steal"], 1),
+    }
+
+
 # -- throughput ------------------------------------------------------------------
 
 
@@ -304,7 +337,7 @@ def import_time(runs: int, seed: int) -> dict[str, Any]:
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1e6:.2f} MB"
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB"
 
 
 def _rate(x: float) -> str:
@@ -336,13 +369,16 @@ def format_report(report: dict[str, Any]) -> str:
     for name, data in report["corpora"].items():
         info, results = data["info"], data["results"]
         kinds = ", ".join(f"{k} {v}" for k, v in info["kinds"].items())
-        enc = ", ".join(f"{c} {_mb(n)} ({n / info['bytes']:.0%})"
+        enc = ", ".join(f"{c} {_mb(n)} ({n / info['bytes']:.1%})"
                         for c, n in info["encoded_bytes"].items() if c != "identity")
         out.append("")
         out.append(f"corpus {name}: {_mb(info['bytes'])}, {info['events']:,} events "
                    f"({info['event_bytes_min']}-{info['event_bytes_max']} B, mean {info['event_bytes_mean']:.0f} B; "
                    f"{kinds})")
         out.append(f"  compressed: {enc}")
+        if name == "heavy":
+            out.append("  (a repeated payload compresses far better than real traffic: each compressed chunk "
+                       "inflates to much more than usual)")
         header = (f"  {'pipeline':<40} {'input':<8} {'MB/s':>8} {'events/s':>11} {'median s':>9} {'spread':>7} "
                   f"{'vs ceiling':>10} {'vs naive':>9} {'accepted':>9}")
         out.append(header)
@@ -365,7 +401,7 @@ def format_report(report: dict[str, Any]) -> str:
         out.append("")
         out.append("streaming RSS of one IntakeStream (fresh subprocess; generated body fed in 64 KiB chunks, "
                    "never held whole):")
-        out.append(f"  {'body':>10} {'coding':<9} {'wire':>10} {'seconds':>8} {'RSS set-up':>11} {'RSS peak':>9} "
+        out.append(f"  {'body':>10} {'coding':<9} {'wire':>10} {'seconds':>8}* {'RSS set-up':>11} {'RSS peak':>9} "
                    f"{'growth':>8} {'accepted':>10}")
         for r in report["rss"]:
             if "error" in r:
@@ -379,7 +415,7 @@ def format_report(report: dict[str, Any]) -> str:
         source = {r.get("peak_source") for r in report["rss"] if "error" not in r}
         how = "VmHWM reset after set-up" if source == {"VmHWM"} else "sampled every MiB"
         out.append(f"  (set-up: RSS after imports, the ~2 MB event pool and a first validate; peak: {how}; "
-                   "growth: peak - set-up)")
+                   "growth: peak - set-up; *seconds include generating and compressing the body)")
     imp = report.get("import")
     if imp:
         out.append("")
@@ -395,6 +431,12 @@ def format_report(report: dict[str, Any]) -> str:
     out.append("")
     out.append(f"total wall time {report['wall_s']:.0f} s. Noise: a shared 2-core VM; compare ratios within one run "
                f"rather than MB/s across runs; 'spread' is (max-min)/median of the rounds.")
+    busy = report.get("contention")
+    if busy:
+        out.append(f"during the run other processes used {busy['other_processes_cpu_s']} CPU-s "
+                   f"({busy['other_processes_cores']:.2f} cores on average), hypervisor steal {busy['steal_s']} s"
+                   + (": the machine was busy, expect more noise than usual"
+                      if busy["other_processes_cores"] > 0.3 or busy["steal_s"] > 0.05 * busy["wall_s"] else ""))
     if report["mismatches"]:
         out.append("")
         out.append("!" * 78)
@@ -452,6 +494,7 @@ def chart(report: dict[str, Any], path: str) -> None:
 def run(*, quick: bool, corpus: str | None, size_mb: float | None, repeat: int | None,
         seed: int = corpora.DEFAULT_SEED) -> dict[str, Any]:
     started = time.perf_counter()
+    cpu_start = cpu_snapshot()
     size = int((size_mb if size_mb is not None else (4 if quick else 16)) * 1e6)
     repeat = repeat if repeat is not None else (5 if quick else 9)
     names = [corpus] if corpus and corpus != "all" else (["realistic"] if quick else ["realistic", "heavy"])
@@ -477,5 +520,6 @@ def run(*, quick: bool, corpus: str | None, size_mb: float | None, repeat: int |
                                         f"(expected {r['expected']}), status {r['status']}")
     report["import"] = import_time(3 if quick else 5, seed)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["contention"] = cpu_contention(cpu_start, cpu_snapshot())
     report["wall_s"] = round(time.perf_counter() - started, 1)
     return report

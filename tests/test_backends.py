@@ -1,0 +1,103 @@
+"""jsonschema-rs and fastjsonschema give the same decision on every event."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ndintake
+from ndintake._profiles import PROFILES
+
+DATA = Path(__file__).parent / "data"
+VALIDATORS = {key: v for p in PROFILES.values() for key, v in {**p.metadata, **p.events}.items()}
+ITEM = PROFILES["prodlytics"].item
+
+
+def _samples() -> list[tuple[str, Any]]:
+    """(key, object) for every parseable line of the APM test data, and prodlytics items."""
+    out = []
+    for path in sorted((DATA / "apm-server").glob("intake-v*/*.ndjson")):
+        for line in path.read_bytes().splitlines():
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and obj:
+                key = next(iter(obj))
+                if key in VALIDATORS:
+                    out.append((key, obj[key]))
+    for path in sorted((DATA / "datadog" / "client-captures").glob("*.body.bin")):
+        out.append(("prodlytics", orjson.loads(path.read_bytes())))
+    unique = {orjson.dumps(sample): sample for sample in out}  # heavy.ndjson repeats itself
+    return list(unique.values())
+
+
+SAMPLES = _samples()
+
+
+def _validator(key: str) -> Any:
+    return ITEM if key == "prodlytics" else VALIDATORS[key]
+
+
+def _decisions(key: str, value: Any) -> tuple[bool, bool]:
+    validator = _validator(key)
+    return validator.accept("jsonschema-rs")(value), validator.accept("fastjsonschema")(value)
+
+
+def test_backend_reported() -> None:
+    assert ndintake.backend() in ndintake.BACKENDS
+
+
+def test_samples_cover_every_kind() -> None:
+    kinds = {key for key, _ in SAMPLES}
+    assert {"metadata", "transaction", "span", "error", "metricset", "log", "prodlytics"} <= kinds
+
+
+@pytest.mark.parametrize("index", range(len(SAMPLES)))
+def test_same_decision_on_reference_data(index: int) -> None:
+    key, value = SAMPLES[index]
+    rs, fjs = _decisions(key, value)
+    assert rs == fjs
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+REPLACEMENTS = st.sampled_from(
+    [None, 0, -1, 1.5, 10**20, True, "", "x" * 1025, "a*b", [], {}, ["x"], {"k": "v"}, "DROP"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(min_value=0, max_value=len(SAMPLES) - 1), st.integers(min_value=0), REPLACEMENTS)
+def test_same_decision_on_mutated_events(index: int, where: int, replacement: Any) -> None:
+    """One field of a real event replaced (or dropped): both backends still agree."""
+    key, value = SAMPLES[index]
+    value = copy.deepcopy(value)
+    paths = [p for p in _paths(value) if p]
+    if not paths:
+        return
+    path = paths[where % len(paths)]
+    parent = value
+    for step in path[:-1]:
+        parent = parent[step]
+    if replacement == "DROP":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    rs, fjs = _decisions(key, value)
+    assert rs == fjs, (key, path, replacement)
