@@ -18,16 +18,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Throughput of ndintake against other APM intake validation pipelines, "
         "streaming RSS, and import time.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="small run (~15 s): 4 MB realistic corpus, 5 rounds, RSS at 10 and 50 MB, no chart")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run (~15 s): 4 MB realistic corpus, 5 rounds, RSS at 10 and 50 MB, no chart",
+    )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON instead of the table")
     parser.add_argument("--size", type=float, metavar="MB", help="corpus size in MB (default 16; 4 with --quick)")
     parser.add_argument("--repeat", type=int, metavar="N", help="timed rounds (default 9; 5 with --quick)")
-    parser.add_argument("--chart", metavar="PATH",
-                        help=f"write a PNG bar chart of MB/s (default {DEFAULT_CHART.name} next to this file, "
-                        "unless --quick)")
-    parser.add_argument("--corpus", choices=("realistic", "heavy", "all"),
-                        help="which corpus (default: both; realistic with --quick)")
+    parser.add_argument(
+        "--chart",
+        metavar="PATH",
+        help=f"write a PNG bar chart of MB/s (default {DEFAULT_CHART.name} next to this file, unless --quick)",
+    )
+    parser.add_argument(
+        "--corpus", choices=("realistic", "heavy", "all"), help="which corpus (default: both; realistic with --quick)"
+    )
     parser.add_argument("--seed", type=int, help="seed of the realistic corpus")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:

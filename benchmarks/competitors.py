@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import brotli
 import orjson
@@ -112,10 +113,11 @@ class _ChunkSource:
         return next(self._chunks, b"")
 
 
-def _first_kind(obj: Any) -> str | None:
+def _first_kind(obj: Any) -> str:
+    """The first key of a JSON object ("" for anything else): the line's kind."""
     if type(obj) is dict and obj:
         return next(iter(obj))
-    return None
+    return ""
 
 
 # -- the pipelines -----------------------------------------------------------
@@ -215,7 +217,7 @@ def ijson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
     Invalid = fastjsonschema.JsonSchemaValueException
 
     def run(chunks: list[bytes]) -> int:
-        reader = zstandard.ZstdDecompressor().stream_reader(_ChunkSource(chunks), read_size=CHUNK)
+        reader = zstandard.ZstdDecompressor().stream_reader(_ChunkSource(chunks), read_size=CHUNK)  # type: ignore[arg-type]
         values = ijson.items(reader, "", multiple_values=True, use_float=True, buf_size=CHUNK)
         try:
             metadata(next(values)["metadata"])

@@ -27,8 +27,9 @@ import argparse
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -76,8 +77,18 @@ _USER_AGENTS = (
     "python-requests/2.31.0",
 )
 _LABEL_KEYS = (
-    "tenant", "region", "plan", "feature_flag", "cart_size", "ab_bucket", "cache_hit", "retry",
-    "shard", "canary", "priority", "customer_tier",
+    "tenant",
+    "region",
+    "plan",
+    "feature_flag",
+    "cart_size",
+    "ab_bucket",
+    "cache_hit",
+    "retry",
+    "shard",
+    "canary",
+    "priority",
+    "customer_tier",
 )
 _PLANS = ("free", "pro", "enterprise")
 _REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
@@ -86,7 +97,7 @@ _EXCEPTIONS = (
     ("java.net.SocketTimeoutException", "java.net", "Read timed out after 5000 ms"),
     ("java.lang.IllegalStateException", "java.lang", "Cart {id} is already checked out"),
     ("com.example.checkout.PaymentDeclinedException", "com.example.checkout", "Payment declined: insufficient funds"),
-    ("java.lang.NullPointerException", "java.lang", "Cannot invoke \"Address.getZip()\" because \"address\" is null"),
+    ("java.lang.NullPointerException", "java.lang", 'Cannot invoke "Address.getZip()" because "address" is null'),
     ("io.lettuce.core.RedisCommandTimeoutException", "io.lettuce.core", "Command timed out after 1 second(s)"),
 )
 _APP_FRAMES = (
@@ -202,19 +213,31 @@ class _Gen:
                     "framework": {"name": "Spring Web MVC", "version": "6.1.8"},
                     "node": {"configured_name": pod},
                 },
-                "process": {"pid": r.randrange(1, 65535), "ppid": 1, "title": "/opt/java/openjdk/bin/java",
-                            "argv": ["-jar", "/app/checkout.jar"]},
+                "process": {
+                    "pid": r.randrange(1, 65535),
+                    "ppid": 1,
+                    "title": "/opt/java/openjdk/bin/java",
+                    "argv": ["-jar", "/app/checkout.jar"],
+                },
                 "system": {
                     "architecture": "amd64",
                     "platform": "Linux",
                     "detected_hostname": pod,
                     "container": {"id": self.hex(64)},
-                    "kubernetes": {"namespace": "shop", "pod": {"name": pod, "uid": self.hex(8) + "-" + self.hex(4)},
-                                   "node": {"name": f"ip-10-0-{r.randrange(256)}-{r.randrange(256)}.ec2.internal"}},
+                    "kubernetes": {
+                        "namespace": "shop",
+                        "pod": {"name": pod, "uid": self.hex(8) + "-" + self.hex(4)},
+                        "node": {"name": f"ip-10-0-{r.randrange(256)}-{r.randrange(256)}.ec2.internal"},
+                    },
                 },
-                "cloud": {"provider": "aws", "region": "eu-west-1", "availability_zone": "eu-west-1b",
-                          "instance": {"id": "i-" + self.hex(17)}, "machine": {"type": "m6i.large"},
-                          "account": {"id": str(r.randrange(10**11, 10**12))}},
+                "cloud": {
+                    "provider": "aws",
+                    "region": "eu-west-1",
+                    "availability_zone": "eu-west-1b",
+                    "instance": {"id": "i-" + self.hex(17)},
+                    "machine": {"type": "m6i.large"},
+                    "account": {"id": str(r.randrange(10**11, 10**12))},
+                },
                 "labels": {"team": "checkout", "cost_center": "cc-4711", "deployment": "blue"},
             }
         }
@@ -240,14 +263,26 @@ class _Gen:
                 "request": {
                     "method": method,
                     "http_version": "1.1",
-                    "url": {"full": f"https://shop.example.com{path}?ref={self.hex(6)}", "protocol": "https:",
-                            "hostname": "shop.example.com", "pathname": path, "search": f"ref={self.hex(6)}"},
-                    "headers": {"User-Agent": r.choice(_USER_AGENTS), "Accept": "application/json",
-                                "X-Request-Id": self.hex(32)},
+                    "url": {
+                        "full": f"https://shop.example.com{path}?ref={self.hex(6)}",
+                        "protocol": "https:",
+                        "hostname": "shop.example.com",
+                        "pathname": path,
+                        "search": f"ref={self.hex(6)}",
+                    },
+                    "headers": {
+                        "User-Agent": r.choice(_USER_AGENTS),
+                        "Accept": "application/json",
+                        "X-Request-Id": self.hex(32),
+                    },
                     "socket": {"remote_address": f"10.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(256)}"},
                 },
-                "response": {"status_code": status, "finished": True, "headers_sent": True,
-                             "headers": {"Content-Type": "application/json"}},
+                "response": {
+                    "status_code": status,
+                    "finished": True,
+                    "headers_sent": True,
+                    "headers": {"Content-Type": "application/json"},
+                },
                 "user": {"id": str(trace["user"]), "email": f"user{trace['user']}@example.com"},
                 "tags": self.labels(2, 5),
             },
@@ -256,8 +291,12 @@ class _Gen:
             tx["parent_id"] = trace["parent_id"]
         if r.random() < 0.15:
             tx["dropped_spans_stats"] = [
-                {"destination_service_resource": "redis", "service_target_type": "redis", "outcome": "success",
-                 "duration": {"count": r.randrange(1, 40), "sum": {"us": r.randrange(100, 9000)}}}
+                {
+                    "destination_service_resource": "redis",
+                    "service_target_type": "redis",
+                    "outcome": "success",
+                    "duration": {"count": r.randrange(1, 40), "sum": {"us": r.randrange(100, 9000)}},
+                }
             ]
         return {"transaction": tx}
 
@@ -287,10 +326,18 @@ class _Gen:
                 stmt = f"INSERT INTO {table} ({cols}) VALUES (?, ?, ?)"
             span.update(name=f"{verb.split()[0]} {table}", type="db", subtype="postgresql", action="query")
             span["context"] = {
-                "db": {"instance": "shop", "statement": stmt, "type": "sql", "user": "checkout",
-                       "rows_affected": r.randrange(0, 50)},
-                "destination": {"address": "orders-db.internal", "port": 5432,
-                                "service": {"resource": "postgresql", "name": "postgresql", "type": "db"}},
+                "db": {
+                    "instance": "shop",
+                    "statement": stmt,
+                    "type": "sql",
+                    "user": "checkout",
+                    "rows_affected": r.randrange(0, 50),
+                },
+                "destination": {
+                    "address": "orders-db.internal",
+                    "port": 5432,
+                    "service": {"resource": "postgresql", "name": "postgresql", "type": "db"},
+                },
                 "service": {"target": {"type": "postgresql", "name": "shop"}},
             }
         elif kind < 0.75:
@@ -298,8 +345,11 @@ class _Gen:
             span.update(name=cmd, type="db", subtype="redis", action="query")
             span["context"] = {
                 "db": {"type": "redis", "statement": f"{cmd} cart:{r.randrange(10**6)}"},
-                "destination": {"address": "redis-master.shop", "port": 6379,
-                                "service": {"resource": "redis", "name": "redis", "type": "db"}},
+                "destination": {
+                    "address": "redis-master.shop",
+                    "port": 6379,
+                    "service": {"resource": "redis", "name": "redis", "type": "db"},
+                },
                 "service": {"target": {"type": "redis"}},
             }
         else:
@@ -307,11 +357,17 @@ class _Gen:
             method = r.choice(("GET", "POST"))
             span.update(name=f"{method} {host.split(':')[0]}", type="external", subtype="http", action=method)
             span["context"] = {
-                "http": {"method": method, "url": f"{scheme}://{host}/v1/{name}/{r.randrange(10**6)}",
-                         "status_code": r.choice((200, 200, 200, 201, 404, 503)),
-                         "response": {"encoded_body_size": r.randrange(100, 9000)}},
-                "destination": {"address": host.split(":")[0], "port": port,
-                                "service": {"resource": host, "name": name, "type": "external"}},
+                "http": {
+                    "method": method,
+                    "url": f"{scheme}://{host}/v1/{name}/{r.randrange(10**6)}",
+                    "status_code": r.choice((200, 200, 200, 201, 404, 503)),
+                    "response": {"encoded_body_size": r.randrange(100, 9000)},
+                },
+                "destination": {
+                    "address": host.split(":")[0],
+                    "port": port,
+                    "service": {"resource": host, "name": name, "type": "external"},
+                },
                 "service": {"target": {"type": "http", "name": host}},
             }
         span["context"]["tags"] = self.labels(1, 3)
@@ -325,10 +381,12 @@ class _Gen:
         message = message.replace("{id}", str(r.randrange(10**5, 10**7)))
         err: dict[str, Any] = {"id": self.hex(32), "timestamp": self.tick()}
         if trace is not None:
-            err.update(trace_id=trace["trace_id"], transaction_id=trace["transaction_id"],
-                       parent_id=trace["transaction_id"],
-                       transaction={"name": f"{trace['route'][0]} {trace['route'][1]}", "type": "request",
-                                    "sampled": True})
+            err.update(
+                trace_id=trace["trace_id"],
+                transaction_id=trace["transaction_id"],
+                parent_id=trace["transaction_id"],
+                transaction={"name": f"{trace['route'][0]} {trace['route'][1]}", "type": "request", "sampled": True},
+            )
         top = self.frame(library=False, context=True)
         err["culprit"] = f"{top['classname']} in {top['function']}"
         exception: dict[str, Any] = {
@@ -356,33 +414,62 @@ class _Gen:
         ms: dict[str, Any] = {"timestamp": self.tick()}
         if choice < 0.4:  # breakdown: kept by APM Server (it has span self-time samples)
             ms["transaction"] = {"name": " ".join(r.choice(_ROUTES)[:2]), "type": "request"}
-            ms["span"] = r.choice(({"type": "db", "subtype": "postgresql"}, {"type": "db", "subtype": "redis"},
-                                   {"type": "external", "subtype": "http"}, {"type": "app"}))
-            ms["samples"] = {"span.self_time.count": {"value": r.randrange(1, 500)},
-                             "span.self_time.sum.us": {"value": r.randrange(100, 10**7)}}
+            ms["span"] = r.choice(
+                (
+                    {"type": "db", "subtype": "postgresql"},
+                    {"type": "db", "subtype": "redis"},
+                    {"type": "external", "subtype": "http"},
+                    {"type": "app"},
+                )
+            )
+            ms["samples"] = {
+                "span.self_time.count": {"value": r.randrange(1, 500)},
+                "span.self_time.sum.us": {"value": r.randrange(100, 10**7)},
+            }
         elif choice < 0.75:  # JVM and system metrics
             names = (
-                "system.cpu.total.norm.pct", "system.process.cpu.total.norm.pct", "system.memory.total",
-                "system.memory.actual.free", "system.process.memory.size", "jvm.memory.heap.used",
-                "jvm.memory.heap.committed", "jvm.memory.heap.max", "jvm.memory.non_heap.used", "jvm.thread.count",
-                "jvm.gc.count", "jvm.gc.time", "jvm.gc.alloc", "jvm.fd.used",
+                "system.cpu.total.norm.pct",
+                "system.process.cpu.total.norm.pct",
+                "system.memory.total",
+                "system.memory.actual.free",
+                "system.process.memory.size",
+                "jvm.memory.heap.used",
+                "jvm.memory.heap.committed",
+                "jvm.memory.heap.max",
+                "jvm.memory.non_heap.used",
+                "jvm.thread.count",
+                "jvm.gc.count",
+                "jvm.gc.time",
+                "jvm.gc.alloc",
+                "jvm.fd.used",
             )
-            ms["samples"] = {name: {"value": round(r.uniform(0, 1), 4) if name.endswith("pct")
-                                    else r.randrange(10**3, 10**10)}
-                             for name in r.sample(names, r.randint(4, len(names)))}
+            ms["samples"] = {
+                name: {"value": round(r.uniform(0, 1), 4) if name.endswith("pct") else r.randrange(10**3, 10**10)}
+                for name in r.sample(names, r.randint(4, len(names)))
+            }
         else:  # a histogram, as OpenTelemetry metrics bridged by the agent send them
             buckets = r.randint(6, 16)
             values = sorted(round(r.uniform(0.5, 5000), 2) for _ in range(buckets))
-            ms["samples"] = {"http.server.request.duration": {"type": "histogram", "unit": "ms", "values": values,
-                                                              "counts": [r.randrange(0, 500) for _ in values]}}
+            ms["samples"] = {
+                "http.server.request.duration": {
+                    "type": "histogram",
+                    "unit": "ms",
+                    "values": values,
+                    "counts": [r.randrange(0, 500) for _ in values],
+                }
+            }
         ms["tags"] = self.labels(1, 3)
         return {"metricset": ms}
 
     def log(self, trace: dict[str, Any] | None) -> dict[str, Any]:
         r = self.r
         text = r.choice(_LOG_MESSAGES).format(
-            id=r.randrange(10**5, 10**7), user=r.randrange(10**4, 10**6), n=r.randrange(1, 12),
-            cents=r.randrange(100, 10**6), ms=r.randrange(1, 900), sku=f"SKU-{self.hex(8).upper()}",
+            id=r.randrange(10**5, 10**7),
+            user=r.randrange(10**4, 10**6),
+            n=r.randrange(1, 12),
+            cents=r.randrange(100, 10**6),
+            ms=r.randrange(1, 900),
+            sku=f"SKU-{self.hex(8).upper()}",
         )
         level = r.choices(("INFO", "DEBUG", "WARN", "ERROR"), (70, 15, 10, 5))[0]
         log: dict[str, Any] = {
@@ -437,7 +524,7 @@ class _Gen:
         while True:
             trace = self.new_trace()
             traces += 1
-            for i in range(trace["spans"]):
+            for _ in range(trace["spans"]):
                 yield self.span(trace, trace["transaction_id"])
                 if r.random() < 0.25:
                     yield self.log(trace)
@@ -605,12 +692,17 @@ def check_corpus(
             for field, digits in _ID_FIELDS[kind]:
                 if field in inner and not _is_hex(inner[field], digits):
                     problems.append(f"line {number}: {kind}.{field} {inner[field]!r} is not {digits} hex digits")
-            tags = inner.get("labels") if kind == "log" else (
-                inner.get("tags") if kind == "metricset" else (inner.get("context") or {}).get("tags"))
+            tags = (
+                inner.get("labels")
+                if kind == "log"
+                else (inner.get("tags") if kind == "metricset" else (inner.get("context") or {}).get("tags"))
+            )
             if not tags:
                 problems.append(f"line {number}: {kind} without labels")
-            if kind == "metricset" and inner.get("transaction") is not None and not (
-                inner.get("span") is not None and "span.self_time.count" in inner["samples"]
+            if (
+                kind == "metricset"
+                and inner.get("transaction") is not None
+                and not (inner.get("span") is not None and "span.self_time.count" in inner["samples"])
             ):
                 problems.append(f"line {number}: metricset APM Server would drop")
         for error in validators[kind].iter_errors(obj[kind]):

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import zlib
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import zstandard
 
@@ -97,6 +97,8 @@ def encoded_chunks(chunks: Iterator[bytes], codec: str) -> Iterator[bytes]:
     if codec == "identity":
         yield from chunks
         return
+    compress: Callable[[bytes], bytes]
+    flush: Callable[[], bytes]
     if codec == "gzip":
         compressor = zlib.compressobj(LEVELS["gzip"], zlib.DEFLATED, 31)
         compress, flush = compressor.compress, compressor.flush
@@ -127,9 +129,7 @@ def measure(size: int, codec: str, seed: int = DEFAULT_SEED, pool_bytes: int = 2
     setup_hwm = high_water_mark()
     reset = reset_high_water_mark()
     setup_rss = current_rss()
-    stream = ndintake.IntakeStream(
-        content_encoding=codec, limits=ndintake.Limits(max_body_size=total + 1)
-    )
+    stream = ndintake.IntakeStream(content_encoding=codec, limits=ndintake.Limits(max_body_size=total + 1))
     high = setup_rss
     samples: list[tuple[float, float]] = []  # (decompressed MB produced so far, RSS MB)
     produced = 0

@@ -35,7 +35,14 @@ from .competitors import CODECS, LEVELS, Pipeline, chunked, encode, make_pipelin
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
-    "ndintake", "orjson", "fastjsonschema", "jsonschema-rs", "jsonschema", "ijson", "zstandard", "brotli",
+    "ndintake",
+    "orjson",
+    "fastjsonschema",
+    "jsonschema-rs",
+    "jsonschema",
+    "ijson",
+    "zstandard",
+    "brotli",
     "matplotlib",
 )
 
@@ -86,10 +93,15 @@ def machine() -> dict[str, Any]:
         pass
     info["NDINTAKE_BACKEND"] = os.environ.get("NDINTAKE_BACKEND")
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "ndintake"],
-                               capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "ndintake"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if head.returncode == 0:
             info["git"] = head.stdout.strip() + (" (ndintake/ modified)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -137,11 +149,12 @@ def cpu_contention(start: dict[str, float] | None, end: dict[str, float] | None)
 @dataclass
 class Outcome:
     pipeline: Pipeline
+    chunks: list[bytes]  # its input
     input_bytes: int  # decompressed bytes of the body it is timed on
     input_events: int
-    wire_bytes: int  # bytes of its (possibly compressed) input
     times: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    error: str | None = None  # what it raised, if it did
 
     @property
     def median(self) -> float:
@@ -168,8 +181,9 @@ def _timed(pipeline: Pipeline, chunks: list[bytes]) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-def bench_corpus(name: str, size: int, repeat: int, slice_size: int, seed: int,
-                 mismatches: list[str]) -> dict[str, Any]:
+def bench_corpus(
+    name: str, size: int, repeat: int, slice_size: int, seed: int, mismatches: list[str]
+) -> dict[str, Any]:
     log(f"[{name}] building a {size / 1e6:g} MB corpus")
     body = corpora.build(name, size, seed)
     info = corpora.stats(body)
@@ -177,71 +191,81 @@ def bench_corpus(name: str, size: int, repeat: int, slice_size: int, seed: int,
     sliced_events = corpora.event_count(sliced_body)
     encoded = {codec: encode(body, codec) for codec in CODECS}
     info["encoded_bytes"] = {codec: len(data) for codec, data in encoded.items()}
+    info["slice_bytes"] = len(sliced_body)
+    info["slice_events"] = sliced_events
     inputs = {codec: chunked(data) for codec, data in encoded.items()}
-    sliced_inputs = {codec: chunked(encode(sliced_body, codec)) for codec in ("zstd", "identity")}
+    sliced_inputs = {codec: chunked(encode(sliced_body, codec)) for codec in CODECS}
 
-    max_body = max(len(body) * 2, 1 << 26)
-    pipelines = make_pipelines(max_body)
-    outcomes: list[Outcome] = []
-    for pipeline in pipelines:
-        if pipeline.sliced:
-            chunks = sliced_inputs[pipeline.codec]
-            outcome = Outcome(pipeline, len(sliced_body), sliced_events, sum(map(len, chunks)))
-        else:
-            chunks = inputs[pipeline.codec]
-            outcome = Outcome(pipeline, len(body), info["events"], len(encoded[pipeline.codec]))
-        outcomes.append(outcome)
-    chunks_of = {id(o): (sliced_inputs if o.pipeline.sliced else inputs)[o.pipeline.codec] for o in outcomes}
+    outcomes = [
+        Outcome(p, sliced_inputs[p.codec], len(sliced_body), sliced_events)
+        if p.sliced
+        else Outcome(p, inputs[p.codec], len(body), info["events"])
+        for p in make_pipelines(max(len(body) * 2, 1 << 26))
+    ]
 
-    def check(outcome: Outcome, count: int) -> None:
+    def loud(message: str) -> None:
+        message = f"[{name}] {message}"
+        if message not in mismatches:
+            mismatches.append(message)
+            log("!" * 78 + f"\n!!! DISAGREEMENT: {message}\n" + "!" * 78)
+
+    def attempt(outcome: Outcome) -> float | None:
+        try:
+            seconds, count = _timed(outcome.pipeline, outcome.chunks)
+        except Exception as exc:  # a broken pipeline must not hide the others' numbers
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            loud(f"{outcome.pipeline.name} raised {outcome.error}")
+            return None
         outcome.counts.append(count)
         if count != outcome.input_events:
-            message = (f"[{name}] {outcome.pipeline.name} accepted {count} events, "
-                       f"expected {outcome.input_events}")
-            if message not in mismatches:
-                mismatches.append(message)
-                log("!" * 78 + f"\n!!! DISAGREEMENT: {message}\n" + "!" * 78)
+            loud(f"{outcome.pipeline.name} accepted {count} events, expected {outcome.input_events}")
+        return seconds
 
     log(f"[{name}] warm-up: one untimed run per pipeline ({len(outcomes)} pipelines)")
     for outcome in outcomes:
-        _, count = _timed(outcome.pipeline, chunks_of[id(outcome)])
-        check(outcome, count)
+        attempt(outcome)
     for round_no in range(repeat):
         shift = round_no % len(outcomes)
-        order = outcomes[shift:] + outcomes[:shift]
         log(f"[{name}] round {round_no + 1}/{repeat}")
-        for outcome in order:
-            seconds, count = _timed(outcome.pipeline, chunks_of[id(outcome)])
-            outcome.times.append(seconds)
-            check(outcome, count)
+        for outcome in outcomes[shift:] + outcomes[:shift]:
+            if outcome.error is None:
+                seconds = attempt(outcome)
+                if seconds is not None:
+                    outcome.times.append(seconds)
 
-    ceiling = next(o for o in outcomes if o.pipeline.ceiling)
-    naive = next(o for o in outcomes if o.pipeline.naive)
+    def rate(kind: str) -> float | None:
+        found = [o for o in outcomes if getattr(o.pipeline, kind) and o.times]
+        return found[0].mb_s if found else None
+
+    ceiling, naive = rate("ceiling"), rate("naive")
     results = []
     for outcome in outcomes:
         p = outcome.pipeline
-        results.append({
+        entry: dict[str, Any] = {
             "pipeline": p.name,
             "codec": p.codec,
             "description": p.description,
-            "mb_s": round(outcome.mb_s, 3),
-            "events_s": round(outcome.events_s),
-            "median_s": round(outcome.median, 6),
-            "times_s": [round(t, 6) for t in outcome.times],
-            "spread": round(outcome.spread, 4),
-            "vs_ceiling": round(outcome.mb_s / ceiling.mb_s, 4),
-            "vs_naive": round(outcome.mb_s / naive.mb_s, 3),
-            "accepted": outcome.counts[-1],
+            "accepted": outcome.counts[-1] if outcome.counts else None,
             "expected": outcome.input_events,
-            "agrees": all(c == outcome.input_events for c in outcome.counts),
+            "agrees": outcome.error is None and all(c == outcome.input_events for c in outcome.counts),
+            "error": outcome.error,
             "timed_bytes": outcome.input_bytes,
-            "wire_bytes": outcome.wire_bytes,
+            "wire_bytes": sum(map(len, outcome.chunks)),
             "sliced": p.sliced,
             "ceiling": p.ceiling,
             "naive": p.naive,
-        })
-    info["slice_bytes"] = len(sliced_body)
-    info["slice_events"] = sliced_events
+            "times_s": [round(t, 6) for t in outcome.times],
+        }
+        if outcome.times:
+            entry.update(
+                mb_s=round(outcome.mb_s, 3),
+                events_s=round(outcome.events_s),
+                median_s=round(outcome.median, 6),
+                spread=round(outcome.spread, 4),
+                vs_ceiling=round(outcome.mb_s / ceiling, 4) if ceiling else None,
+                vs_naive=round(outcome.mb_s / naive, 3) if naive else None,
+            )
+        results.append(entry)
     return {"info": info, "results": results}
 
 
@@ -260,7 +284,11 @@ def rss_runs(plan: list[tuple[int, str]], seed: int) -> list[dict[str, Any]]:
         log(f"[rss] streaming {size_mb} MB ({codec}) through IntakeStream in a subprocess")
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.rss", "--size-mb", str(size_mb), "--codec", codec, "--seed", str(seed)],
-            capture_output=True, text=True, cwd=ROOT, env=_python_env(), timeout=600,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=_python_env(),
+            timeout=600,
         )
         if proc.returncode != 0:
             log(f"[rss] failed:\n{proc.stderr}")
@@ -304,18 +332,24 @@ def import_time(runs: int, seed: int) -> dict[str, Any]:
         handle.flush()
         for run_no in range(runs):
             log(f"[import] fresh interpreter {run_no + 1}/{runs}")
-            proc = subprocess.run([sys.executable, "-c", _IMPORT_CHILD, handle.name],
-                                  capture_output=True, text=True, env=env, timeout=120)
+            proc = subprocess.run(
+                [sys.executable, "-c", _IMPORT_CHILD, handle.name], capture_output=True, text=True, env=env, timeout=120
+            )
             if proc.returncode != 0:
                 return {"error": proc.stderr.strip().splitlines()[-1:]}
             t_import, t_first, t_second, accepted, status = json.loads(proc.stdout)
             imports.append(t_import)
             firsts.append(t_first)
             seconds.append(t_second)
-            proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ndintake"],
-                                  capture_output=True, text=True, env=env, timeout=120)
-            for line in proc.stderr.splitlines():
-                parts = [p.strip() for p in line.split("|")]
+            proc = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", "import ndintake"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+            for row in proc.stderr.splitlines():
+                parts = [p.strip() for p in row.split("|")]
                 if len(parts) == 3 and parts[2] == "ndintake":
                     cumulative.append(int(parts[1]) / 1e6)
             start = time.perf_counter()
@@ -344,7 +378,9 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 10 else f"{x:,.2f}"
 
 
-def _ratio(x: float) -> str:
+def _ratio(x: float | None) -> str:
+    if x is None:
+        return "-"
     return f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
 
 
@@ -353,8 +389,10 @@ def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
     cfg = report["config"]
     out.append("ndintake benchmarks")
-    out.append(f"machine: {m['cpu']}, {m.get('usable_cpus', m['logical_cpus'])} usable CPUs, "
-               f"{m.get('memory_gb', '?')} GB, {m['os']}")
+    out.append(
+        f"machine: {m['cpu']}, {m.get('usable_cpus', m['logical_cpus'])} usable CPUs, "
+        f"{m.get('memory_gb', '?')} GB, {m['os']}"
+    )
     out.append(f"python:  {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v))
     extra = [f"ndintake backend {m['ndintake_backend']}"] if m.get("ndintake_backend") else []
     if m.get("ijson_backend"):
@@ -363,59 +401,85 @@ def format_report(report: dict[str, Any]) -> str:
         extra.append(f"git {m['git']}")
     extra.append(f"load avg at start {m['loadavg_start']}, at end {m.get('loadavg_end')}")
     out.append("         " + "; ".join(extra))
-    out.append(f"method:  {cfg['repeat']} interleaved rounds (order rotated each round) after one warm-up run; "
-               f"median per pipeline; 64 KiB chunks; MB = 10^6 decompressed bytes; "
-               f"compression: gzip -{LEVELS['gzip']}, zstd -{LEVELS['zstd']}, br -q{LEVELS['br']}")
+    out.append(
+        f"method:  {cfg['repeat']} interleaved rounds (order rotated each round) after one warm-up run; "
+        f"median per pipeline; 64 KiB chunks; MB = 10^6 decompressed bytes; "
+        f"compression: gzip -{LEVELS['gzip']}, zstd -{LEVELS['zstd']}, br -q{LEVELS['br']}"
+    )
     for name, data in report["corpora"].items():
         info, results = data["info"], data["results"]
         kinds = ", ".join(f"{k} {v}" for k, v in info["kinds"].items())
-        enc = ", ".join(f"{c} {_mb(n)} ({n / info['bytes']:.1%})"
-                        for c, n in info["encoded_bytes"].items() if c != "identity")
+        enc = ", ".join(
+            f"{c} {_mb(n)} ({n / info['bytes']:.1%})" for c, n in info["encoded_bytes"].items() if c != "identity"
+        )
         out.append("")
-        out.append(f"corpus {name}: {_mb(info['bytes'])}, {info['events']:,} events "
-                   f"({info['event_bytes_min']}-{info['event_bytes_max']} B, mean {info['event_bytes_mean']:.0f} B; "
-                   f"{kinds})")
+        out.append(
+            f"corpus {name}: {_mb(info['bytes'])}, {info['events']:,} events "
+            f"({info['event_bytes_min']}-{info['event_bytes_max']} B, mean {info['event_bytes_mean']:.0f} B; "
+            f"{kinds})"
+        )
         out.append(f"  compressed: {enc}")
         if name == "heavy":
-            out.append("  (a repeated payload compresses far better than real traffic: each compressed chunk "
-                       "inflates to much more than usual)")
-        header = (f"  {'pipeline':<40} {'input':<8} {'MB/s':>8} {'events/s':>11} {'median s':>9} {'spread':>7} "
-                  f"{'vs ceiling':>10} {'vs naive':>9} {'accepted':>9}")
+            out.append(
+                "  (a repeated payload compresses far better than real traffic: each compressed chunk "
+                "inflates to much more than usual)"
+            )
+        header = (
+            f"  {'pipeline':<40} {'input':<8} {'MB/s':>8} {'events/s':>11} {'median s':>9} {'spread':>7} "
+            f"{'vs ceiling':>10} {'vs naive':>9} {'accepted':>9}"
+        )
         out.append(header)
         out.append("  " + "-" * (len(header) - 2))
         for r in results:
-            mark = "" if r["agrees"] else "  <-- DISAGREES (expected %d)" % r["expected"]
+            mark = "" if r["agrees"] else f"  <-- DISAGREES (expected {r['expected']})"
             star = " *" if r["sliced"] else ""
+            if "mb_s" not in r:
+                out.append(f"  {r['pipeline'] + star:<40} {r['codec']:<8} FAILED: {r['error']}")
+                continue
             out.append(
                 f"  {r['pipeline'] + star:<40} {r['codec']:<8} {_rate(r['mb_s']):>8} {r['events_s']:>11,} "
                 f"{r['median_s']:>9.3f} {r['spread']:>6.0%} {_ratio(r['vs_ceiling']):>10} "
                 f"{_ratio(r['vs_naive']):>9} {r['accepted']:>9,}{mark}"
             )
-        sliced = [r for r in results if r["sliced"]]
+        sliced = [r for r in results if r["sliced"] and "mb_s" in r]
         for r in sliced:
             full_estimate = info["bytes"] / (r["mb_s"] * 1e6)
-            out.append(f"  * {r['pipeline']} is too slow for the whole corpus: timed on its first "
-                       f"{_mb(info['slice_bytes'])} ({info['slice_events']:,} events); its rates are per byte "
-                       f"and per event of that slice (the whole corpus would take ~{full_estimate:.0f} s).")
+            estimate = f"{full_estimate:.0f}" if full_estimate >= 10 else f"{full_estimate:.1f}"
+            out.append(
+                f"  * {r['pipeline']} is too slow for the whole corpus: timed on its first "
+                f"{_mb(info['slice_bytes'])} ({info['slice_events']:,} events); its rates are per byte "
+                f"and per event of that slice (the whole corpus would take ~{estimate} s)."
+            )
     if report.get("rss"):
         out.append("")
-        out.append("streaming RSS of one IntakeStream (fresh subprocess; generated body fed in 64 KiB chunks, "
-                   "never held whole):")
-        out.append(f"  {'body':>10} {'coding':<9} {'wire':>10} {'seconds':>8}* {'RSS set-up':>11} {'RSS peak':>9} "
-                   f"{'growth':>8} {'accepted':>10}")
+        out.append(
+            "streaming RSS of one IntakeStream (fresh subprocess; generated body fed in 64 KiB chunks, "
+            "never held whole):"
+        )
+        out.append(
+            f"  {'body':>10} {'coding':<9} {'wire':>10} {'seconds':>8}* {'RSS set-up':>11} {'RSS peak':>9} "
+            f"{'growth':>8} {'accepted':>10}"
+        )
         for r in report["rss"]:
             if "error" in r:
                 out.append(f"  {r['body_mb']:>7} MB {r['codec']:<9} failed: {r['error']}")
                 continue
-            bad = "" if r["accepted"] == r["expected"] and r["status"] == 202 else \
-                f"  <-- expected {r['expected']}, status {r['status']}"
-            out.append(f"  {r['body_mb']:>7.1f} MB {r['codec']:<9} {r['fed_mb']:>7.1f} MB {r['seconds']:>8.2f} "
-                       f"{r['setup_rss_mb']:>8.1f} MB {r['peak_rss_mb']:>6.1f} MB {r['growth_mb']:>5.1f} MB "
-                       f"{r['accepted']:>10,}{bad}")
+            bad = (
+                ""
+                if r["accepted"] == r["expected"] and r["status"] == 202
+                else f"  <-- expected {r['expected']}, status {r['status']}"
+            )
+            out.append(
+                f"  {r['body_mb']:>7.1f} MB {r['codec']:<9} {r['fed_mb']:>7.1f} MB {r['seconds']:>8.2f} "
+                f"{r['setup_rss_mb']:>8.1f} MB {r['peak_rss_mb']:>6.1f} MB {r['growth_mb']:>5.1f} MB "
+                f"{r['accepted']:>10,}{bad}"
+            )
         source = {r.get("peak_source") for r in report["rss"] if "error" not in r}
         how = "VmHWM reset after set-up" if source == {"VmHWM"} else "sampled every MiB"
-        out.append(f"  (set-up: RSS after imports, the ~2 MB event pool and a first validate; peak: {how}; "
-                   "growth: peak - set-up; *seconds include generating and compressing the body)")
+        out.append(
+            f"  (set-up: RSS after imports, the ~2 MB event pool and a first validate; peak: {how}; "
+            "growth: peak - set-up; *seconds include generating and compressing the body)"
+        )
     imp = report.get("import")
     if imp:
         out.append("")
@@ -429,14 +493,21 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{imp['second_validate_ms']} ms; bare interpreter start {imp['python_startup_ms']} ms"
             )
     out.append("")
-    out.append(f"total wall time {report['wall_s']:.0f} s. Noise: a shared 2-core VM; compare ratios within one run "
-               f"rather than MB/s across runs; 'spread' is (max-min)/median of the rounds.")
+    out.append(
+        f"total wall time {report['wall_s']:.0f} s. Noise: a shared 2-core VM; compare ratios within one run "
+        f"rather than MB/s across runs; 'spread' is (max-min)/median of the rounds."
+    )
     busy = report.get("contention")
     if busy:
-        out.append(f"during the run other processes used {busy['other_processes_cpu_s']} CPU-s "
-                   f"({busy['other_processes_cores']:.2f} cores on average), hypervisor steal {busy['steal_s']} s"
-                   + (": the machine was busy, expect more noise than usual"
-                      if busy["other_processes_cores"] > 0.3 or busy["steal_s"] > 0.05 * busy["wall_s"] else ""))
+        out.append(
+            f"during the run other processes used {busy['other_processes_cpu_s']} CPU-s "
+            f"({busy['other_processes_cores']:.2f} cores on average), hypervisor steal {busy['steal_s']} s"
+            + (
+                ": the machine was busy, expect more noise than usual"
+                if busy["other_processes_cores"] > 0.3 or busy["steal_s"] > 0.05 * busy["wall_s"]
+                else ""
+            )
+        )
     if report["mismatches"]:
         out.append("")
         out.append("!" * 78)
@@ -453,8 +524,10 @@ def chart(report: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = [r["pipeline"] + (" *" if r["sliced"] else "") for r in next(iter(report["corpora"].values()))["results"]]
-    labels = [n if "[" in n or "zstd" in n else f"{n} [{r['codec']}]"
-              for n, r in zip(names, next(iter(report["corpora"].values()))["results"])]
+    labels = [
+        n if "[" in n or "zstd" in n else f"{n} [{r['codec']}]"
+        for n, r in zip(names, next(iter(report["corpora"].values()))["results"], strict=True)
+    ]
     corpus_names = list(report["corpora"])
     height = 0.8 / len(corpus_names)
     fig, ax = plt.subplots(figsize=(11, 1.0 + 0.55 * len(names) * max(1, len(corpus_names) * 0.8)))
@@ -462,12 +535,20 @@ def chart(report: dict[str, Any], path: str) -> None:
     for i, name in enumerate(corpus_names):
         results = report["corpora"][name]["results"]
         ys = [j + (i - (len(corpus_names) - 1) / 2) * height for j in range(len(results))]
-        values = [r["mb_s"] for r in results]
+        values = [r.get("mb_s", 0.0) for r in results]
         bar_colours = [("#d62728" if not r["agrees"] else colours[i % len(colours)]) for r in results]
         info = report["corpora"][name]["info"]
-        ax.barh(ys, values, height=height * 0.9, color=bar_colours,
-                label=f"{name} ({info['bytes'] / 1e6:.0f} MB, mean {info['event_bytes_mean']:.0f} B/event)")
-        for y, v, r in zip(ys, values, results):
+        ax.barh(
+            ys,
+            values,
+            height=height * 0.9,
+            color=bar_colours,
+            label=f"{name} ({info['bytes'] / 1e6:.0f} MB, mean {info['event_bytes_mean']:.0f} B/event)",
+        )
+        for y, v, r in zip(ys, values, results, strict=True):
+            if "mb_s" not in r:
+                ax.text(1.05, y, "FAILED", va="center", fontsize=8, color="#d62728")
+                continue
             note = "" if r["agrees"] else "  WRONG COUNT"
             ax.text(v * 1.03, y, f"{v:.1f}{note}", va="center", fontsize=8)
     ax.set_yticks(range(len(labels)))
@@ -476,13 +557,22 @@ def chart(report: dict[str, Any], path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("MB/s of decompressed body (log scale; median of interleaved rounds)")
     m = report["machine"]
-    ax.set_title(f"APM intake v2 validation throughput, one core\n{m['cpu']}, {m['python']}, "
-                 f"ndintake {m['packages'].get('ndintake')}", fontsize=10)
+    ax.set_title(
+        f"APM intake v2 validation throughput, one core\n{m['cpu']}, {m['python']}, "
+        f"ndintake {m['packages'].get('ndintake')}",
+        fontsize=10,
+    )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.set_xlim(left=1)
-    fig.text(0.01, 0.005, "* timed on a prefix of the corpus. Shared 2-core VM: absolute MB/s move between runs, "
-             "ratios within a run much less.", fontsize=7)
+    top = max((r.get("mb_s", 1.0) for data in report["corpora"].values() for r in data["results"]), default=1.0)
+    ax.set_xlim(left=1, right=top * 2.2)
+    fig.text(
+        0.01,
+        0.005,
+        "* timed on a prefix of the corpus. Shared 2-core VM: absolute MB/s move between runs, "
+        "ratios within a run much less.",
+        fontsize=7,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -491,21 +581,33 @@ def chart(report: dict[str, Any], path: str) -> None:
 # -- entry point ------------------------------------------------------------------
 
 
-def run(*, quick: bool, corpus: str | None, size_mb: float | None, repeat: int | None,
-        seed: int = corpora.DEFAULT_SEED) -> dict[str, Any]:
+def run(
+    *, quick: bool, corpus: str | None, size_mb: float | None, repeat: int | None, seed: int = corpora.DEFAULT_SEED
+) -> dict[str, Any]:
     started = time.perf_counter()
     cpu_start = cpu_snapshot()
     size = int((size_mb if size_mb is not None else (4 if quick else 16)) * 1e6)
     repeat = repeat if repeat is not None else (5 if quick else 9)
     names = [corpus] if corpus and corpus != "all" else (["realistic"] if quick else ["realistic", "heavy"])
     slice_size = 256_000 if quick else 512_000
-    rss_plan = [(10, "identity"), (50, "identity")] if quick else \
-        [(10, "identity"), (200, "identity"), (200, "gzip"), (200, "zstd")]
+    rss_plan = (
+        [(10, "identity"), (50, "identity")]
+        if quick
+        else [(10, "identity"), (200, "identity"), (200, "gzip"), (200, "zstd")]
+    )
     report: dict[str, Any] = {
         "machine": machine(),
-        "config": {"quick": quick, "size_bytes": size, "repeat": repeat, "corpora": names, "seed": seed,
-                   "slice_bytes": slice_size, "chunk_bytes": 64 * 1024, "levels": LEVELS,
-                   "rss_plan": [{"size_mb": s, "codec": c} for s, c in rss_plan]},
+        "config": {
+            "quick": quick,
+            "size_bytes": size,
+            "repeat": repeat,
+            "corpora": names,
+            "seed": seed,
+            "slice_bytes": slice_size,
+            "chunk_bytes": 64 * 1024,
+            "levels": LEVELS,
+            "rss_plan": [{"size_mb": s, "codec": c} for s, c in rss_plan],
+        },
         "corpora": {},
         "mismatches": [],
     }
@@ -516,8 +618,10 @@ def run(*, quick: bool, corpus: str | None, size_mb: float | None, repeat: int |
     report["rss"] = rss_runs(rss_plan, seed)
     for r in report["rss"]:
         if "error" not in r and (r["accepted"] != r["expected"] or r["status"] != 202):
-            report["mismatches"].append(f"[rss] {r['body_mb']} MB {r['codec']}: accepted {r['accepted']} "
-                                        f"(expected {r['expected']}), status {r['status']}")
+            report["mismatches"].append(
+                f"[rss] {r['body_mb']} MB {r['codec']}: accepted {r['accepted']} "
+                f"(expected {r['expected']}), status {r['status']}"
+            )
     report["import"] = import_time(3 if quick else 5, seed)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["contention"] = cpu_contention(cpu_start, cpu_snapshot())

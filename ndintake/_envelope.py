@@ -10,6 +10,7 @@ import orjson
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
 from ._lines import LineSplitter
+from ._rumv3 import METADATA, expand
 from ._schemas import Validator
 
 if TYPE_CHECKING:
@@ -72,8 +73,11 @@ class EnvelopeReader:
         self._line_no = 0
         self._metadata_keys = profile.metadata
         self._event_keys = profile.events
-        # key -> (kind, accept check, keep predicate or None): one lookup per line
-        self._table = {key: (v.kind, v.accept(), profile.keep.get(v.kind)) for key, v in profile.events.items()}
+        # key -> (kind, accept check, special handler or None, abbreviated): one lookup per line
+        self._table = {
+            key: (v.kind, v.accept(), profile.special.get(key), key in profile.abbreviated)
+            for key, v in profile.events.items()
+        }
 
     def feed(self, piece: bytes) -> None:
         lines = self._lines.split(piece)
@@ -127,10 +131,10 @@ class EnvelopeReader:
                     if entry is not None:
                         value = obj[key]
                         if type(value) is dict and entry[1](value):
-                            if entry[2] is None or entry[2](value):
-                                out.append(Event(entry[0], value, line, line_no))
+                            if entry[2] is None:
+                                out.append(Event(entry[0], value, line, line_no, entry[3]))
                             else:
-                                stream.dropped += 1
+                                stream.dropped += entry[2](value, line, line_no, out)
                             continue
                 self._take_event(line, line_no)
         finally:
@@ -151,7 +155,7 @@ class EnvelopeReader:
             message = validator.refusal(value)
             if message is not None:
                 raise Fatal(400, message, text(line), line_no)
-        self._stream.metadata = value
+        self._stream.metadata = expand(value, METADATA) if key in self._profile.abbreviated else value
 
     def _take_event(self, line: bytes, line_no: int) -> None:
         """The slow path of one line: anything but a valid, kept event."""
@@ -170,11 +174,11 @@ class EnvelopeReader:
             if message is not None:
                 stream.reject(line, message, line_no)
                 return
-        keep = self._profile.keep.get(validator.kind)
-        if keep is not None and not keep(value):
-            stream.dropped += 1
-            return
-        stream.out.append(Event(validator.kind, value, line, line_no))
+        special = self._profile.special.get(key)
+        if special is not None:
+            stream.dropped += special(value, line, line_no, stream.out)
+        else:
+            stream.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
 
     def _parse(self, line: bytes, known: dict[str, Validator]) -> tuple[str, Any]:
         """The line's type key and the value under it.

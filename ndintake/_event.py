@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._facets import facets
+from ._rumv3 import expand_event
 
 
 @dataclass(slots=True)
@@ -15,13 +16,24 @@ class Event:
     ``kind`` is the event type (``transaction``, ``span``, ``error``, ``metricset``,
     ``log``); ``data`` the parsed object inside the type key (for
     ``{"span": {...}}`` it is the ``{...}``); ``raw`` the line's bytes as received
-    (after decompression); ``line`` its 1-based line number in the body.
+    (after decompression); ``line`` its 1-based line number in the body (0 for an
+    item of a JSON array). ``abbreviated`` is true for RUM v3 events (short keys;
+    :meth:`expanded` gives the long form); ``parent`` is the RUM v3 transaction
+    a span or metricset came inside. Treat events as read-only: they are not
+    frozen only because a frozen dataclass costs five times more to create.
     """
 
     kind: str
     data: dict[str, Any]
     raw: bytes
     line: int
+    abbreviated: bool = False
+    parent: dict[str, Any] | None = None
+
+    def expanded(self) -> dict[str, Any]:
+        """``data`` in long-key (intake v2) form: RUM v3's abbreviated keys are
+        expanded (see the README's key mapping); other events are returned as is."""
+        return expand_event(self.kind, self.data, self.parent) if self.abbreviated else self.data
 
     def facets(self) -> dict[str, object]:
         """``data`` flattened into dotted facet paths (see :func:`ndintake.facets`)."""

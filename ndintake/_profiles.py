@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ._envelope import EnvelopeReader
 from ._errors import DecodeError, EventError, NdintakeError
+from ._event import Event
 from ._items import ItemReader
 from ._limits import Limits
 from ._result import IntakeResult, apm_response
+from ._rumv3 import keeps_metricset
 from ._schemas import Validator
 
 if TYPE_CHECKING:
     from ._stream import IntakeStream
+
+
+#: ``handler(value, line, line_no, out) -> dropped``: appends the events a valid
+#: value yields to ``out`` and returns how many it dropped without an error.
+Special = Callable[[dict[str, Any], bytes, int, list[Event]], int]
 
 
 class Reader(Protocol):
@@ -35,8 +42,9 @@ class Profile:
     prodlytics); ``metadata``: the keys a first (metadata) line may have, with
     their schema; ``events``: event-line keys with theirs; ``item``: the schema
     each item is validated against whole (profiles without envelopes);
-    ``keep``: per kind, a predicate that is False for a valid event the protocol
-    discards without an error; ``render``: the response body.
+    ``special``: per line key, a handler for valid values that are not simply
+    one event (dropped or split into several); ``abbreviated``: the line keys
+    whose values use RUM v3's short keys; ``render``: the response body.
     """
 
     name: str
@@ -45,7 +53,8 @@ class Profile:
     events: dict[str, Validator] = field(default_factory=dict)
     item: Validator | None = None
     limits: Limits = field(default_factory=Limits)
-    keep: dict[str, Callable[[dict[str, Any]], bool]] = field(default_factory=dict)
+    special: dict[str, Special] = field(default_factory=dict)
+    abbreviated: frozenset[str] = frozenset()
     render: Callable[[IntakeResult], dict[str, Any]] = apm_response
 
     @property
@@ -54,15 +63,32 @@ class Profile:
         return " or ".join(f'"{key}"' for key in self.metadata) + " required"
 
 
-def _keep_metricset(data: dict[str, Any]) -> bool:
+def _metricset(value: dict[str, Any], line: bytes, line_no: int, out: list[Event]) -> int:
     """APM Server drops a metricset with transaction fields unless it carries span
     self-time samples (breakdown metrics it computes itself), without an error."""
-    if data.get("transaction") is None:
-        return True
-    samples = data.get("samples") or {}
-    return data.get("span") is not None and (
-        "span.self_time.count" in samples or "span.self_time.sum.us" in samples
-    )
+    samples = value.get("samples") or {}
+    if value.get("transaction") is not None and (
+        value.get("span") is None or ("span.self_time.count" not in samples and "span.self_time.sum.us" not in samples)
+    ):
+        return 1
+    out.append(Event("metricset", value, line, line_no))
+    return 0
+
+
+def _rumv3_transaction(value: dict[str, Any], line: bytes, line_no: int, out: list[Event]) -> int:
+    """A RUM v3 ``x`` line: the transaction, one span per ``y`` element, and the
+    ``me`` metricsets worth keeping; all abbreviated, spans and metricsets with
+    the transaction as their parent."""
+    out.append(Event("transaction", value, line, line_no, True))
+    for span in value.get("y") or ():
+        out.append(Event("span", span, line, line_no, True, value))
+    dropped = 0
+    for metricset in value.get("me") or ():
+        if keeps_metricset(metricset):
+            out.append(Event("metricset", metricset, line, line_no, True, value))
+        else:
+            dropped += 1
+    return dropped
 
 
 # Titles as Datadog words them (HTTPStatus phrases vary between Python versions).
@@ -100,11 +126,21 @@ APM = Profile(
     reader=EnvelopeReader,
     metadata={
         "metadata": Validator("metadata", "apm/metadata"),
-        "m": Validator("m", "rumv3/metadata"),
+        "m": Validator("metadata", "rumv3/metadata", label="m"),
     },
-    events={kind: Validator(kind, f"apm/{kind}") for kind in ("transaction", "span", "error", "metricset", "log")},
-    keep={"metricset": _keep_metricset},
+    events={
+        **{kind: Validator(kind, f"apm/{kind}") for kind in ("transaction", "span", "error", "metricset", "log")},
+        "x": Validator("transaction", "rumv3/transaction", label="x"),
+        "e": Validator("error", "rumv3/error", label="e"),
+        "me": Validator("metricset", "rumv3/metricset", label="me"),
+    },
+    special={"metricset": _metricset, "x": _rumv3_transaction},
+    abbreviated=frozenset({"m", "x", "e", "me"}),
 )
+
+#: The RUM routes (/intake/v2/rum/events, /intake/v3/rum/events): APM Server
+#: reads them exactly like the backend route, v2 and v3 keys in any mix.
+RUM = replace(APM, name="rum")
 
 PRODLYTICS = Profile(
     name="prodlytics",
@@ -114,7 +150,7 @@ PRODLYTICS = Profile(
     render=datadog_response,
 )
 
-PROFILES: dict[str, Profile] = {profile.name: profile for profile in (APM, PRODLYTICS)}
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (APM, RUM, PRODLYTICS)}
 
 
 def get_profile(name: str) -> Profile:

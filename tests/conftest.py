@@ -154,11 +154,7 @@ def chunked(data: bytes, chunk_sizes: int | Sequence[int] | None) -> list[bytes]
     sizes = those sizes in turn (cycled) until the data is used up."""
     if chunk_sizes is None:
         return [data]
-    if isinstance(chunk_sizes, int):
-        sizes: Iterable[int] = [chunk_sizes]
-    else:
-        sizes = list(chunk_sizes)
-    sizes = list(sizes)
+    sizes = [chunk_sizes] if isinstance(chunk_sizes, int) else list(chunk_sizes)
     assert sizes and all(s > 0 for s in sizes)
     out: list[bytes] = []
     pos, i = 0, 0
@@ -222,6 +218,15 @@ def summary(result: ndintake.IntakeResult) -> tuple[Any, ...]:
         result.dropped,
         tuple((e.message, e.document, e.line, e.status, e.fatal) for e in result.errors),
     )
+
+
+def loose_summary(result: ndintake.IntakeResult) -> tuple[Any, ...]:
+    """:func:`summary`, but of the fatal error only its status and whether it is a
+    mid-stream error (a codec library may word its complaint differently
+    depending on where the input was cut)."""
+    status, accepted, invalid, dropped, errors = summary(result)
+    errors = tuple(e if not e[4] else (e[0].startswith("cannot handle stream: "), e[3]) for e in errors)
+    return status, accepted, invalid, dropped, errors
 
 
 def event_summary(events: Iterable[ndintake.Event]) -> list[tuple[str, bytes, int]]:

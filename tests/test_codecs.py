@@ -4,6 +4,8 @@ corruption, unsupported codings, and decompression bombs."""
 from __future__ import annotations
 
 import gzip
+import json
+import random
 import resource
 import struct
 import time
@@ -23,6 +25,7 @@ from conftest import (
     errors_body,
     event_summary,
     load,
+    loose_summary,
     metadata_line,
     random_sizes,
     run,
@@ -192,7 +195,7 @@ def test_flushed_stream_is_valid_when_whole(codec):
 def test_truncated_at_line_boundaries(codec, chunking):
     """Cut right after the k-th line's flushed data: exactly k lines were sent."""
     payload, declared, ends = _flushed(codec)
-    for k, end in enumerate(ends[:-1], start=1):
+    for k, end in enumerate(ends, start=1):
         cut = payload[:end]
         result, events = run(cut, declared, sizes_for(chunking, len(cut)))
         check_invariants(result, events)
@@ -288,6 +291,48 @@ def test_corrupt_data_is_a_fatal_error(case, chunking):
     assert result.fatal is not None
     assert result.status in (400, 500)
     assert result.accepted < 5
+
+
+@pytest.mark.parametrize(
+    "codec", ["gzip", "deflate-zlib", "deflate-raw", "sniff-zlib", "zstd-multi-frame", "br", "gzip, br"]
+)
+def test_corruption_after_the_metadata_gives_the_same_result_at_any_chunking(codec):
+    """Flip bytes in the second half of the compressed body: whatever was decoded
+    before the decoder noticed counts, and a stream whose metadata line was read
+    fails as a mid-stream error, however the body was cut into chunks."""
+    payload, declared = encode(errors_body(), codec)
+    for index in range(len(payload) // 2, len(payload) - 2, 41):
+        corrupt = _flip(payload, index)
+        whole, whole_events = run(corrupt, declared)
+        check_invariants(whole, whole_events)
+        for sizes in (1, random_sizes(index, len(corrupt))):
+            result, events = run(corrupt, declared, sizes)
+            assert loose_summary(result) == loose_summary(whole), (index, result, whole)
+            assert event_summary(events) == event_summary(whole_events)
+
+
+def _incompressible_body(events: int) -> bytes:
+    rng = random.Random(events)
+    lines = [metadata_line()]
+    for _ in range(events):
+        event = {"error": {"id": "%016x" % rng.getrandbits(64), "log": {"message": "%0200x" % rng.getrandbits(800)}}}
+        lines.append(json.dumps(event).encode())
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize("chunking", ["whole", "random", "1000"])
+def test_garbage_after_a_large_br_body_loses_no_events(chunking):
+    """Junk after the end of a brotli stream of more than 256 KiB (compressed):
+    every event before it still counts, for any chunking."""
+    body = _incompressible_body(3000)
+    payload = brotli.compress(body, quality=4)
+    assert len(payload) > 256 * 1024
+    payload += b"garbage!!"
+    sizes = {"whole": None, "random": random_sizes(3, len(payload), max_size=5000), "1000": 1000}[chunking]
+    result, events = run(payload, "br", sizes)
+    check_invariants(result, events)
+    assert (result.status, result.accepted, len(events)) == (500, 3000, 3000)
+    assert result.fatal.message.startswith("cannot handle stream: ")
 
 
 @pytest.mark.parametrize("chunking", ["whole", "1-byte", "random-3"])
@@ -478,9 +523,10 @@ def bombs():
     """1 GiB (decompressed) bodies: metadata + 5 events + whitespace lines."""
     prefix = errors_body()
     count = GIB // len(PAD)
+    gzip_bomb = _gzip_bomb(prefix, PAD, count)
     return {
-        "gzip": (_gzip_bomb(prefix, PAD, count), "gzip"),
-        "sniff-gzip": (_gzip_bomb(prefix, PAD, count), None),
+        "gzip": (gzip_bomb, "gzip"),
+        "sniff-gzip": (gzip_bomb, None),
         "zstd": (_zstd_bomb(prefix, PAD, count), "zstd"),
         "br": (_br_bomb(prefix, PAD, count), "br"),
     }

@@ -162,6 +162,20 @@ def test_wrong_type_for_the_event_object_is_an_error():
     assert not result.errors[0].fatal
 
 
+def test_unknown_fields_and_extra_top_level_keys_are_ignored():
+    event = orjson.loads(SPAN)
+    event["span"]["not_in_any_schema"] = {"x": [1, 2]}
+    event["span"]["context"] = {"custom_context_key": 1}
+    event["transaction"] = {"id": 5}  # only the first key counts
+    meta = orjson.loads(META)
+    meta["metadata"]["not_in_the_schema"] = True
+    meta["also"] = 1
+    result, events = run(body_of(orjson.dumps(meta), orjson.dumps(event)))
+    assert (result.status, result.accepted, result.errors) == (202, 1, [])
+    assert events[0].kind == "span"
+    assert events[0].data["not_in_any_schema"] == {"x": [1, 2]}
+
+
 def test_schema_violation_is_a_validation_error():
     event = orjson.loads(SPAN)
     del event["span"]["trace_id"]
