@@ -371,13 +371,15 @@ class _Skipping:
 
 
 def _brotli_process(decompressor: brotli.Decompressor, data: bytes, sink: Sink) -> None:
+    """Feed ``data``, then drain the output it leaves pending (brotli hands out at
+    most about ``OUTPUT_CHUNK`` bytes per call; with all input consumed it says it
+    can take more while output is still waiting, so drain until it returns nothing)."""
     if decompressor.is_finished():
         raise DecodeError("br: data after the end of the stream")
     out = decompressor.process(data, output_buffer_limit=OUTPUT_CHUNK)
-    while True:
-        if out:
-            sink(out)
-        if decompressor.can_accept_more_data():
+    while out:
+        sink(out)
+        if decompressor.is_finished():
             return
         out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
 
