@@ -6,9 +6,11 @@ from __future__ import annotations
 class LineSplitter:
     """Push decoded pieces in, get complete lines (without ``\\n``) out.
 
-    A line of ``max_size`` bytes or more is cut to its first ``max_size`` bytes
-    as soon as it reaches that size; the rest of it is skipped up to the next
-    ``\\n`` without being buffered. So at most ``max_size`` bytes are ever held.
+    A line that spans pieces is cut to its first ``max_size`` bytes as soon as
+    it reaches that size, and the rest of it is skipped up to the next ``\\n``
+    without being buffered, so at most ``max_size`` bytes are ever held. A line
+    inside one piece is returned whole (the piece is in memory anyway): callers
+    check ``len(line) >= max_size`` themselves.
     Only ``\\n`` ends a line: ``\\r`` and U+2028 are left alone.
     """
 
