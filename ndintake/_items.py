@@ -52,11 +52,6 @@ class JsonItems:
         self._parser: Any = None
         self._count = 0
 
-    @property
-    def form(self) -> str:
-        """The body's form once known: ``array``, ``lines`` or ``documents``."""
-        return self._form
-
     def feed(self, piece: bytes) -> None:
         if not self._form:
             piece = self._decide(piece, final=False)
@@ -85,10 +80,6 @@ class JsonItems:
             self._deliver()
             raise self._malformed(exc) from None
         self._deliver()
-
-    def pending(self) -> bytes:
-        """The unfinished line (NDJSON) read so far."""
-        return self._lines.pending()
 
     def _decide(self, piece: bytes, *, final: bool) -> bytes:
         """Hold the head until the form is known; then return it all, to replay."""
