@@ -261,7 +261,9 @@ class ZstdDecoder:
     def __init__(self) -> None:
         self._writer = _SinkWriter(_discard)
         self._zstd = zstandard.ZstdDecompressor().stream_writer(
-            self._writer, write_size=OUTPUT_CHUNK, write_return_read=True
+            self._writer,  # type: ignore[arg-type]  # only write() is called
+            write_size=OUTPUT_CHUNK,
+            write_return_read=True,
         )
         self._frames = _ZstdFrames()
 

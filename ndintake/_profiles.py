@@ -110,16 +110,17 @@ def datadog_response(result: IntakeResult) -> dict[str, Any]:
     with the status as a string."""
     if not result.errors:
         return {}
-    return {
-        "errors": [
-            {"status": str(error.status), "title": _TITLES.get(error.status) or HTTPStatus(error.status).phrase, "detail": error.message}
-            for error in result.errors
-        ]
-    }
+    errors = []
+    for error in result.errors:
+        title = _TITLES.get(error.status) or HTTPStatus(error.status).phrase
+        errors.append({"status": str(error.status), "title": title, "detail": error.message})
+    return {"errors": errors}
 
 
 #: Datadog's documented limit for one prodlytics request: 5 MB uncompressed.
 PRODLYTICS_MAX_BODY_SIZE = 5_000_000
+
+_V2_KINDS = ("transaction", "span", "error", "metricset", "log")
 
 APM = Profile(
     name="apm",
@@ -129,7 +130,7 @@ APM = Profile(
         "m": Validator("metadata", "rumv3/metadata", label="m"),
     },
     events={
-        **{kind: Validator(kind, f"apm/{kind}") for kind in ("transaction", "span", "error", "metricset", "log")},
+        **{kind: Validator(kind, f"apm/{kind}") for kind in _V2_KINDS},
         "x": Validator("transaction", "rumv3/transaction", label="x"),
         "e": Validator("error", "rumv3/error", label="e"),
         "me": Validator("metricset", "rumv3/metricset", label="me"),

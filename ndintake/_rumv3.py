@@ -65,7 +65,10 @@ SPAN: Table = {
                 },
             ),
             "g": ("tags", None),
-            "h": ("http", {"mt": ("method", None), "r": ("response", _SIZES), "sc": ("status_code", None), "url": ("url", None)}),
+            "h": (
+                "http",
+                {"mt": ("method", None), "r": ("response", _SIZES), "sc": ("status_code", None), "url": ("url", None)},
+            ),
             "se": ("service", {"a": ("agent", _NAME_VERSION), "n": ("name", None)}),
         },
     ),
@@ -174,10 +177,14 @@ def expand(value: Any, table: Table) -> Any:
     stack: list[tuple[Any, Table, Any]] = [(value, table, result)]
     while stack:
         source, mapping, target = stack.pop()
+        entries: list[tuple[str | None, Table | None, Any]]
         if isinstance(source, list):
             entries = [(None, mapping, item) for item in source]
         else:
-            entries = [(*mapping.get(key, (key, None)), item) for key, item in source.items()]
+            entries = []
+            for key, item in source.items():
+                name, sub = mapping.get(key, (key, None))
+                entries.append((name, sub, item))
         for name, sub, item in entries:
             if sub is not None and isinstance(item, (dict, list)):
                 child: Any = {} if isinstance(item, dict) else []

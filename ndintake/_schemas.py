@@ -18,7 +18,7 @@ _INDEX = re.compile(r"\[(\d+)\]")
 try:
     import jsonschema_rs
 except ImportError:  # pragma: no cover - depends on the platform's wheels
-    jsonschema_rs = None
+    jsonschema_rs = None  # type: ignore[assignment]
 
 #: Validation backends for the accept check, fastest first. Messages always come
 #: from fastjsonschema, which also decides whenever the fast backend refuses.
@@ -168,7 +168,8 @@ def _json_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), "null")
 
 
 def _path(label: str | None, name: str) -> list[str]:

@@ -114,7 +114,8 @@ class IntakeStream:
     def _run(self, step: Callable[..., None], *args: Any) -> list[Event]:
         """Run a step of the body; collect the events it accepts; turn decoder
         errors and fatal errors into the fatal result."""
-        self.out = events = []
+        events: list[Event] = []
+        self.out = events
         # Parsed events hold no reference cycles: pausing the cyclic GC while a
         # chunk is processed saves its repeated scans of the young objects.
         paused = gc.isenabled()
