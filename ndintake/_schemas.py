@@ -160,7 +160,11 @@ def _requiring_a_value(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _is_set(value: dict[str, Any]) -> bool:
-    return any(v is not None for v in value.values())
+    """True if any field is set (not null): what upstream calls "set"."""
+    for field_value in value.values():
+        if field_value is not None:
+            return True
+    return False
 
 
 def _json_type(value: Any) -> str:
