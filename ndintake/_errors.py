@@ -12,6 +12,15 @@ class NdintakeError(Exception):
     """
 
 
+class QueueFull(Exception):
+    """Raised by a sink that cannot take a batch now.
+
+    The server then ends the request with 503 ``cannot handle stream: cannot
+    process batch: queue is full`` and the refused batch is not counted as
+    accepted, as APM Server does when its publisher queue is full.
+    """
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventError:
     """One entry of a result's ``errors`` list, as APM Server reports it.

@@ -79,29 +79,25 @@ class IntakeStream:
 
     def close(self) -> IntakeResult:
         """End of body: finish decoding, take the last line, and return the result."""
-        if self._result is not None:
-            return self._result
-        events = self._run(self._finish) if self._fatal is None else []
-        errors = self._errors + ([self._fatal] if self._fatal else [])
-        self._result = IntakeResult(
-            accepted=self._accepted,
-            errors=errors,
-            status=max((e.status for e in errors), default=202),
-            invalid=self._invalid,
-            dropped=self.dropped,
-            profile=self._profile.name,
-            final_events=events,
-            _render=self._profile.render,
-        )
+        if self._result is None:
+            events = self._run(self._finish) if self._fatal is None else []
+            self._result = self._make_result(events)
         return self._result
 
     def fail(self, status: int, message: str, *, refused: int = 0) -> None:
         """Stop the request with a fatal error from outside (queue full, rate
         limited, timeout...). ``refused``: accepted events the caller could not
-        take after all (a batch its queue refused); they no longer count."""
+        take after all (a batch its queue refused); they no longer count.
+
+        Works at any time: after an earlier fatal error only ``refused`` is
+        applied (the first fatal error stands); after ``close()`` the result is
+        made again, and ``close()`` returns the new one.
+        """
         if self._fatal is None:
             self._fatal = EventError(message=message, status=status, fatal=True)
-            self._accepted -= min(refused, self._accepted)
+        self._accepted -= min(refused, self._accepted)
+        if self._result is not None:
+            self._result = self._make_result(self._result.final_events)
 
     def reject(self, document: bytes, message: str, line: int | None) -> None:
         """Count a bad line or item; keep its error while fewer than five are kept."""
@@ -110,6 +106,19 @@ class IntakeStream:
             self._errors.append(EventError(message=message, document=text(document), line=line))
 
     # -- internals -------------------------------------------------------
+
+    def _make_result(self, final_events: list[Event]) -> IntakeResult:
+        errors = self._errors + ([self._fatal] if self._fatal else [])
+        return IntakeResult(
+            accepted=self._accepted,
+            errors=errors,
+            status=max((e.status for e in errors), default=202),
+            invalid=self._invalid,
+            dropped=self.dropped,
+            profile=self._profile.name,
+            final_events=final_events,
+            _render=self._profile.render,
+        )
 
     def _run(self, step: Callable[..., None], *args: Any) -> list[Event]:
         """Run a step of the body; collect the events it accepts; turn decoder

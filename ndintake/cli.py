@@ -1,4 +1,5 @@
-"""``ndintake check``: validate request bodies stored in files, print JSON results."""
+"""``ndintake check``: validate request bodies stored in files, print JSON results;
+``ndintake serve``: run the reference intake server (see ``_serve.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import orjson
 from ._limits import DEFAULT_MAX_BODY_SIZE, Limits
 from ._profiles import PROFILES
 from ._result import IntakeResult
+from ._serve import add_arguments as add_serve_arguments
+from ._serve import serve
 from ._stream import IntakeStream
 
 _SUFFIX_ENCODINGS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".br": "br", ".zz": "deflate"}
@@ -79,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--max-event-size", type=int, default=Limits().max_event_size, metavar="N")
     check.add_argument("--max-body-size", type=int, default=DEFAULT_MAX_BODY_SIZE, metavar="N")
+    serve_command = commands.add_parser(
+        "serve",
+        help="run an intake server (needs ndintake[server])",
+        description="Serve APM intake (/intake/v2/events, RUM /intake/v2/rum/events, /intake/v3/rum/events) "
+        "and Datadog prodlytics (/api/v2/prodlytics) on uvicorn; accepted events go to the sink. "
+        "SIGINT or SIGTERM stops it gracefully.",
+    )
+    add_serve_arguments(serve_command)
     return parser
 
 
@@ -86,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ndintake`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
     if args.max_event_size < 1 or args.max_body_size < 1:
         parser.error("limits must be positive")
     results = []

@@ -1,0 +1,466 @@
+"""An intake server's request handling, sans-I/O: request in, (status, headers, body) out.
+
+:class:`Intake` holds what a server is configured with (routes, hooks, state);
+:meth:`Intake.exchange` makes an :class:`Exchange` per request. An exchange is
+driven by stepping it: each :meth:`Exchange.step` returns either an effect for
+the driver to carry out (:data:`READ` the next body chunk, :class:`Sleep`,
+:class:`Deliver` a batch to the sink) or the final :class:`Response`. The ASGI
+and WSGI apps are such drivers; all the HTTP logic lives here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Generator, Iterator, Mapping, Union
+from urllib.parse import parse_qs
+
+from ._auth import Authenticator, AuthOutcome
+from ._event import Event
+from ._hooks import Batch, QueueFull, Sink
+from ._limits import Limits
+from ._profiles import PROFILES
+from ._ratelimit import BATCH_WAIT, RateLimiter, TokenBucket
+from ._responses import (
+    SERVER_VERSION,
+    Response,
+    apm,
+    apm_error,
+    datadog,
+    failed,
+    server_info,
+)
+from ._result import IntakeResult
+from ._stream import IntakeStream
+
+logger = logging.getLogger("ndintake.server")
+
+#: APM Server reads this many lines per batch (blank and bad lines included).
+BATCH_LINES = 10
+#: Default per-request timeout in seconds (APM Server's HTTP read timeout).
+DEFAULT_TIMEOUT = 30.0
+
+_RATE_LIMITED = (429, "cannot handle stream: cannot process batch: rate limit exceeded")
+_QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is full")
+_SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
+_CONFIG_ETAG = '"ndintake-empty"'
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The parts of an HTTP request the intake looks at. ``headers``: lower-case
+    names (repeated headers joined with ``", "``); ``client``: the peer's IP."""
+
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client: str | None = None
+
+
+class _Read:
+    """The effect asking for the next body chunk: reply with bytes, or None at the end."""
+
+    def __repr__(self) -> str:
+        return "READ"
+
+
+READ = _Read()
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """The effect asking the driver to wait (a rate-limited batch waiting for tokens)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """The effect asking the driver to hand ``batch`` to the sink (see
+    :func:`ndintake._hooks.offer`); an exception it raises goes back through
+    ``step(error=...)``."""
+
+    batch: Batch
+
+
+Effect = Union[_Read, Sleep, Deliver]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a path is: ``intake`` (with its profile), ``root`` or ``config``."""
+
+    kind: str
+    profile: str = ""
+    rum: bool = False
+
+    @property
+    def datadog(self) -> bool:
+        return self.profile == "prodlytics"
+
+
+def routes() -> dict[str, Route]:
+    """The paths an intake server answers. RUM paths use the ``rum`` profile when
+    the core has one, else ``apm``."""
+    rum = "rum" if "rum" in PROFILES else "apm"
+    return {
+        "/": Route("root"),
+        "/config/v1/agents": Route("config"),
+        "/intake/v2/events": Route("intake", "apm"),
+        "/intake/v2/rum/events": Route("intake", rum, rum=True),
+        "/intake/v3/rum/events": Route("intake", rum, rum=True),
+        "/api/v2/prodlytics": Route("intake", "prodlytics"),
+    }
+
+
+class Batcher:
+    """Groups accepted events into batches as APM Server reads them: the events
+    of ten lines at a time (``by_line``, lines counted after the metadata line),
+    or ten events at a time (prodlytics items, which have no line numbers in a
+    JSON array). A batch is complete when an event of a later one arrives."""
+
+    def __init__(self, by_line: bool, size: int = BATCH_LINES) -> None:
+        self._by_line = by_line
+        self._size = size
+        self._pending: list[Event] = []
+        self._key = -1
+        self._count = 0
+
+    def add(self, events: list[Event]) -> list[list[Event]]:
+        """Take ``events``; return the batches they complete."""
+        ready: list[list[Event]] = []
+        for event in events:
+            key = (event.line - 2) // self._size if self._by_line else self._count // self._size
+            self._count += 1
+            if self._pending and key != self._key:
+                ready.append(self._pending)
+                self._pending = []
+            self._key = key
+            self._pending.append(event)
+        return ready
+
+    def flush(self) -> list[list[Event]]:
+        """The unfinished batch, if any (end of body)."""
+        pending, self._pending = self._pending, []
+        return [pending] if pending else []
+
+    def discard(self) -> int:
+        """Drop the unfinished batch; return how many events it held."""
+        count = len(self._pending)
+        self._pending = []
+        return count
+
+
+class Intake:
+    """An intake server's configuration and state, shared by its requests.
+
+    ``sink``: receives each :class:`~ndintake._hooks.Batch` of accepted events
+    (a callable, under ASGI also a coroutine function, or a bounded queue);
+    raising :class:`~ndintake._hooks.QueueFull` (or a full queue) ends the
+    request with 503 and the batch uncounted. ``authenticator``: see
+    :class:`~ndintake._auth.Authenticator`. ``rate_limiter``: applies to
+    anonymous requests (no authenticator, or RUM without credentials), see
+    :class:`~ndintake._ratelimit.RateLimiter`. ``timeout``: seconds a request
+    may take, body and sink included (None: no limit); past it the answer is
+    503 ``{"error": "request timed out"}`` (prodlytics: 408). ``limits``: per
+    profile name (``apm``, ``rum``, ``prodlytics``), else the profile's defaults.
+    ``server_version``: what ``GET /`` reports.
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: Sink | None = None,
+        authenticator: Authenticator | None = None,
+        rate_limiter: RateLimiter | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        limits: Mapping[str, Limits] | None = None,
+        server_version: str = SERVER_VERSION,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive or None")
+        self.sink = sink
+        self.authenticator = authenticator
+        self.rate_limiter = rate_limiter
+        self.timeout = timeout
+        self.limits = dict(limits or {})
+        self.server_version = server_version
+        self.clock = clock
+        self.routes = routes()
+        self.draining = False
+        self._active = 0
+        self._lock = threading.Lock()
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse options the driver cannot use (raise TypeError or ValueError)."""
+
+    @property
+    def active(self) -> int:
+        """Requests in flight."""
+        return self._active
+
+    def begin_shutdown(self) -> None:
+        """From now on, intake requests get 503 ``server is shutting down``;
+        requests in flight go on to the end."""
+        self.draining = True
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request as in flight while the driver handles it."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def exchange(self, request: Request) -> Exchange:
+        """A new :class:`Exchange` for ``request``."""
+        return Exchange(self, request)
+
+    def limits_for(self, profile: str) -> Limits | None:
+        if profile in self.limits:
+            return self.limits[profile]
+        return self.limits.get("apm") if profile == "rum" else None
+
+
+class Exchange:
+    """One request/response, sans-I/O: call :meth:`step` until it returns a
+    :class:`Response`, carrying out each effect it returns in between.
+
+    ``result``: the :class:`IntakeResult` once an intake request is done.
+    """
+
+    def __init__(self, intake: Intake, request: Request) -> None:
+        self.intake = intake
+        self.request = request
+        self.route = intake.routes.get(request.path)
+        self.result: IntakeResult | None = None
+        timeout = intake.timeout
+        self._deadline = intake.clock() + timeout if timeout is not None else None
+        self._stream: IntakeStream | None = None
+        self._bucket: TokenBucket | None = None
+        self._gen = self._run()
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left before the request times out (None: no timeout)."""
+        return None if self._deadline is None else self._deadline - self.intake.clock()
+
+    def step(self, reply: bytes | None = None, *, error: BaseException | None = None) -> Effect | Response:
+        """Resume with the reply to the last effect (a body chunk, None at the
+        end of the body) or the error it raised; return the next effect or the
+        response."""
+        try:
+            if error is not None:
+                return self._gen.throw(error)
+            return self._gen.send(reply)
+        except StopIteration as stop:
+            return self._head(stop.value)
+
+    def timed_out(self) -> Response:
+        """Abandon the request for its timeout and return the answer to it."""
+        self._gen.close()
+        return self._head(self._timeout())
+
+    def abandon(self) -> None:
+        """The client went away: stop (no response will be sent)."""
+        self._gen.close()
+
+    # -- the request ------------------------------------------------------------
+
+    def _run(self) -> Generator[Effect, Any, Response]:
+        route, request = self.route, self.request
+        if route is None:
+            return apm_error(404, "404 page not found", request.headers)
+        if route.kind == "root":
+            return self._root()
+        if route.kind == "config":
+            return self._config()
+        if route.rum and request.method == "OPTIONS":
+            return self._preflight()
+        refusal = self._admit(route)
+        if refusal is not None:
+            return refusal
+        return (yield from self._intake(route))
+
+    def _admit(self, route: Route) -> Response | None:
+        """Everything checked before the body is read, in APM Server's order."""
+        request = self.request
+        if self.intake.draining:
+            return self._refuse(503, "server is shutting down")
+        auth = self._authenticate(route)
+        if not auth.ok:
+            return self._refuse(auth.status, auth.message)
+        limiter = self.intake.rate_limiter
+        if auth.anonymous and limiter is not None:
+            self._bucket = limiter.bucket(request.client)
+            if not self._bucket.allow(1):
+                return self._refuse(429, "too many requests: rate limit exceeded")
+        content_type = request.headers.get("content-type", "")
+        if route.datadog:
+            if request.method != "POST":
+                return self._failed(405, "only POST requests are supported", [("Allow", "POST")])
+            if content_type.split(";", 1)[0].strip().lower() != "application/json":
+                return self._failed(415, f"invalid content type: '{content_type}'")
+        else:
+            if request.method != "POST":
+                return self._failed(400, "only POST requests are supported")
+            if content_type and "application/x-ndjson" not in content_type:
+                return self._failed(400, f"invalid content type: '{content_type}'")
+        return None
+
+    def _intake(self, route: Route) -> Generator[Effect, Any, Response]:
+        """Stream the body into an IntakeStream, batch and deliver its events."""
+        encoding = self.request.headers.get("content-encoding") or None
+        stream = self._stream = IntakeStream(
+            profile=route.profile, content_encoding=encoding, limits=self.intake.limits_for(route.profile)
+        )
+        batcher = Batcher(by_line=not route.datadog)
+        while not stream.finished:
+            chunk = yield READ
+            if self._expired():
+                return self._timeout()
+            if chunk is None:
+                break
+            ready = batcher.add(stream.feed(chunk))
+            if stream.finished:  # a fatal error in the body: what was read before it still goes
+                ready += batcher.flush()
+            yield from self._deliver(ready, batcher)
+        result = stream.close()
+        yield from self._deliver(batcher.add(result.final_events) + batcher.flush(), batcher)
+        if self._expired():
+            return self._timeout()
+        self.result = result = stream.close()  # again: a refusal after close() makes a new result
+        if route.datadog:
+            return datadog(result.status, result.to_json())
+        verbose = "verbose" in parse_qs(self.request.query, keep_blank_values=True)
+        body = result.to_json() if result.status != 202 or verbose else None
+        return apm(result.status, body, self.request.headers, self._cors())
+
+    def _deliver(self, batches: list[list[Event]], batcher: Batcher) -> Generator[Effect, Any, None]:
+        """Offer each batch in turn; at the first refusal, stop the request and
+        un-count the refused batch and every event after it."""
+        for i, events in enumerate(batches):
+            refusal = yield from self._offer(events)
+            if refusal is not None:
+                status, message = refusal
+                refused = sum(map(len, batches[i:])) + batcher.discard()
+                assert self._stream is not None
+                self._stream.fail(status, message, refused=refused)
+                return
+
+    def _offer(self, events: list[Event]) -> Generator[Effect, Any, tuple[int, str] | None]:
+        """Rate limit (tokens = events, waiting up to a second), then the sink."""
+        if self._bucket is not None:
+            remaining = self.remaining
+            wait = self._bucket.reserve(len(events), BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining))
+            if wait is None:
+                return _RATE_LIMITED
+            if wait > 0:
+                yield Sleep(wait)
+        if self.intake.sink is None:
+            return None
+        assert self._stream is not None
+        batch = Batch(
+            events,
+            profile=self.route.profile if self.route else "",
+            metadata=self._stream.metadata,
+            path=self.request.path,
+        )
+        try:
+            yield Deliver(batch)
+        except QueueFull:
+            return _QUEUE_FULL
+        except Exception:
+            logger.exception("the sink failed on a batch of %d events", len(batch))
+            return _SINK_FAILED
+        return None
+
+    # -- other routes -------------------------------------------------------------
+
+    def _root(self) -> Response:
+        """APM Server's server information: full for authenticated clients (or
+        when no credentials are configured), an empty 200 for anonymous ones."""
+        authenticator = self.intake.authenticator
+        if authenticator is None or not authenticator.enabled:
+            known = True
+        else:
+            auth = authenticator.check_apm(self.request.headers)
+            known = auth.ok and not auth.anonymous
+        return apm(200, server_info(self.intake.server_version) if known else None, self.request.headers)
+
+    def _config(self) -> Response:
+        """Agent central configuration: always empty (``{}``), cacheable."""
+        request = self.request
+        auth = self._authenticate(Route("config"))
+        if not auth.ok:
+            return apm_error(auth.status, auth.message, request.headers)
+        if request.method not in ("GET", "POST"):
+            return apm_error(405, "method not supported: only GET and POST requests are supported", request.headers)
+        headers = [("Cache-Control", "max-age=30, must-revalidate"), ("Etag", _CONFIG_ETAG)]
+        if request.headers.get("if-none-match") == _CONFIG_ETAG:
+            return apm(304, None, request.headers, headers)
+        return apm(200, {}, request.headers, headers)
+
+    def _preflight(self) -> Response:
+        """CORS preflight on a RUM route (every origin allowed, APM Server's default)."""
+        headers = [
+            *self._cors(),
+            ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type, Content-Encoding, Accept"),
+            ("Access-Control-Max-Age", "3600"),
+        ]
+        return apm(200, None, self.request.headers, headers)
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _authenticate(self, route: Route) -> AuthOutcome:
+        authenticator = self.intake.authenticator
+        if authenticator is None:
+            return AuthOutcome(anonymous=True)
+        if route.datadog:
+            return authenticator.check_datadog(self.request.headers)
+        return authenticator.check_apm(self.request.headers, rum=route.rum)
+
+    def _cors(self) -> list[tuple[str, str]]:
+        origin = self.request.headers.get("origin")
+        if not (self.route and self.route.rum and origin):
+            return []
+        return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"), ("Access-Control-Expose-Headers", "Etag")]
+
+    def _refuse(self, status: int, message: str) -> Response:
+        """A refusal outside the event stream: APM's ``{"error": ...}``, or Datadog's errors."""
+        if self.route is not None and self.route.datadog:
+            return datadog(status, failed("prodlytics", status, message).to_json())
+        return apm_error(status, message, self.request.headers, self._cors())
+
+    def _failed(self, status: int, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
+        """A refusal in the intake result's own shape (method, content type)."""
+        assert self.route is not None
+        self.result = result = failed(self.route.profile, status, message)
+        if self.route.datadog:
+            return datadog(status, result.to_json(), extra)
+        return apm(status, result.to_json(), self.request.headers, [*self._cors(), *(extra or ())])
+
+    def _expired(self) -> bool:
+        remaining = self.remaining
+        return remaining is not None and remaining <= 0
+
+    def _timeout(self) -> Response:
+        if self.route is not None and self.route.datadog:
+            return self._refuse(408, "request timed out")
+        return self._refuse(503, "request timed out")
+
+    def _head(self, response: Response) -> Response:
+        """HEAD: the same headers, no body."""
+        if self.request.method == "HEAD" and response.body:
+            return replace(response, body=b"")
+        return response

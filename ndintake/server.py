@@ -1,0 +1,46 @@
+"""The pieces of an intake server, for the ASGI app (:mod:`ndintake.asgi`) and
+the WSGI app (:mod:`ndintake.wsgi`): their hooks, and the sans-I/O request
+handling they share (:class:`Intake`, :class:`Exchange`), for other drivers."""
+
+from ._auth import Authenticator, AuthOutcome
+from ._hooks import Batch, QueueFull, Sink, offer
+from ._http import (
+    BATCH_LINES,
+    DEFAULT_TIMEOUT,
+    READ,
+    Deliver,
+    Exchange,
+    Intake,
+    Request,
+    Route,
+    Sleep,
+    routes,
+)
+from ._ratelimit import RateLimiter, TokenBucket
+from ._responses import SERVER_VERSION, Response
+from ._sinks import JsonLinesSink, open_sink
+
+__all__ = [
+    "BATCH_LINES",
+    "DEFAULT_TIMEOUT",
+    "READ",
+    "SERVER_VERSION",
+    "AuthOutcome",
+    "Authenticator",
+    "Batch",
+    "Deliver",
+    "Exchange",
+    "Intake",
+    "JsonLinesSink",
+    "QueueFull",
+    "RateLimiter",
+    "Request",
+    "Response",
+    "Route",
+    "Sink",
+    "Sleep",
+    "TokenBucket",
+    "offer",
+    "open_sink",
+    "routes",
+]
