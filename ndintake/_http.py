@@ -20,7 +20,8 @@ from urllib.parse import parse_qs
 
 from ._auth import Authenticator, AuthOutcome
 from ._event import Event
-from ._hooks import Batch, QueueFull, Sink
+from ._errors import QueueFull
+from ._hooks import Batch, Sink
 from ._limits import Limits
 from ._profiles import PROFILES
 from ._ratelimit import BATCH_WAIT, RateLimiter, TokenBucket
@@ -160,7 +161,7 @@ class Intake:
 
     ``sink``: receives each :class:`~ndintake._hooks.Batch` of accepted events
     (a callable, under ASGI also a coroutine function, or a bounded queue);
-    raising :class:`~ndintake._hooks.QueueFull` (or a full queue) ends the
+    raising :class:`~ndintake.QueueFull` (or a full queue) ends the
     request with 503 and the batch uncounted. ``authenticator``: see
     :class:`~ndintake._auth.Authenticator`. ``rate_limiter``: applies to
     anonymous requests (no authenticator, or RUM without credentials), see

@@ -3,7 +3,8 @@ the WSGI app (:mod:`ndintake.wsgi`): their hooks, and the sans-I/O request
 handling they share (:class:`Intake`, :class:`Exchange`), for other drivers."""
 
 from ._auth import Authenticator, AuthOutcome
-from ._hooks import Batch, QueueFull, Sink, offer
+from ._errors import QueueFull
+from ._hooks import Batch, Sink, offer
 from ._http import (
     BATCH_LINES,
     DEFAULT_TIMEOUT,
