@@ -20,6 +20,9 @@ Sink = Callable[[bytes], None]
 
 #: Largest piece a decoder hands to its sink.
 OUTPUT_CHUNK = 256 * 1024
+#: Largest zstd window accepted (RFC 9659: 8 MB for the HTTP content coding);
+#: a frame asking for more is refused instead of allocating it.
+ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 
 #: Input slice used to recover the output decoded before an error (zlib), and
 #: fed to brotli per call.
@@ -260,7 +263,7 @@ class ZstdDecoder:
 
     def __init__(self) -> None:
         self._writer = _SinkWriter(_discard)
-        self._zstd = zstandard.ZstdDecompressor().stream_writer(
+        self._zstd = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_writer(
             self._writer,  # type: ignore[arg-type]  # only write() is called
             write_size=OUTPUT_CHUNK,
             write_return_read=True,
@@ -269,6 +272,12 @@ class ZstdDecoder:
 
     def decode(self, data: bytes, sink: Sink) -> None:
         self._writer.sink = sink
+        try:
+            self._decode(data)
+        finally:
+            self._writer.sink = _discard  # no reference back to the stream: no cycle to leak
+
+    def _decode(self, data: bytes) -> None:
         frames = self._frames
         start = 0
         # block by block: zstd loses a failing call's output, and a bad checksum

@@ -31,8 +31,9 @@ class JsonItems:
     elements are streamed one by one with ijson (never the whole array in
     memory); anything else is NDJSON, one item per line (a single object without
     a newline is the one-line case), given to ``take_line(line, line_no)``. If
-    the first line is an unfinished JSON value (a pretty-printed object), the
-    body is read as a sequence of JSON documents instead. Items ijson builds go
+    the first line is a lone ``{`` (a pretty-printed object), the body is read
+    as a sequence of JSON documents instead (any other first line that does not
+    parse is one bad NDJSON item, and the lines after it still count). Items ijson builds go
     to ``take_value(value, line_no)`` (line_no 0: unknown). A syntax error inside
     an array or a document sequence ends the body (fatal 400); a bad NDJSON line
     is just a bad item.
@@ -100,7 +101,7 @@ class JsonItems:
             return b""
         head = b"".join(self._head)
         first = head.lstrip(_BLANK).split(b"\n", 1)[0]
-        return self._start("documents" if _unfinished(first) else "lines")
+        return self._start("documents" if first.strip(_BLANK) == b"{" else "lines")
 
     def _start(self, form: str) -> bytes:
         self._form = form
@@ -130,15 +131,6 @@ class JsonItems:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         what = "JSON array" if self._form == "array" else "JSON document"
         return Fatal(400, f"malformed {what} after item {self._count}: {reason}")
-
-
-def _unfinished(line: bytes) -> bool:
-    """True if ``line`` is the start of a JSON value that goes on past it."""
-    try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return exc.msg.startswith("unexpected end of data")
-    return False
 
 
 class ItemReader:
