@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from functools import partial
 from collections.abc import Awaitable
+from functools import partial
 from typing import AsyncIterable, BinaryIO, Callable, Iterable, Union
 
 from ._event import Event
 from ._limits import Limits
 from ._result import IntakeResult
 from ._stream import IntakeStream
+
+
+def _ignore(events: list[Event]) -> None:
+    """A sink for callers who want only the result: events are not kept."""
+
 
 #: Receives each non-empty batch of accepted events, in order.
 EventSink = Callable[[list[Event]], object]
@@ -25,18 +30,19 @@ def validate_chunks(
     strict: bool = False,
     sink: EventSink | None = None,
 ) -> IntakeResult:
-    """Validate a body given as an iterable of chunks; stops reading at a fatal error."""
-    stream = IntakeStream(profile=profile, content_encoding=content_encoding, limits=limits, strict=strict)
+    """Validate a body given as an iterable of chunks; stops reading at a fatal error.
+
+    ``sink`` gets the accepted events in batches as they are read (memory stays
+    bounded); without one they are counted and dropped.
+    """
+    stream = IntakeStream(
+        profile=profile, content_encoding=content_encoding, limits=limits, strict=strict, sink=sink or _ignore
+    )
     for chunk in chunks:
-        events = stream.feed(chunk)
-        if events and sink is not None:
-            sink(events)
+        stream.feed(chunk)
         if stream.finished:
             break
-    result = stream.close()
-    if result.final_events and sink is not None:
-        sink(result.final_events)
-    return result
+    return stream.close()
 
 
 def validate(

@@ -27,7 +27,10 @@ class IntakeStream:
     ``Content-Encoding`` (``gzip``, ``deflate``, ``zstd``, ``br``, ``identity`` or
     a comma list); None sniffs the magic bytes. ``limits``: the profile's
     defaults unless given. ``strict``: refuse bytes after a line's JSON value
-    (APM Server ignores them).
+    (APM Server ignores them). ``sink``: if given, accepted events go to it in
+    batches as soon as each decoded piece (at most 256 KiB) is read, and
+    ``feed``/``close`` hand back none; memory then stays bounded even when one
+    small compressed chunk holds a great many events.
     """
 
     def __init__(
@@ -37,8 +40,10 @@ class IntakeStream:
         content_encoding: str | None = None,
         limits: Limits | None = None,
         strict: bool = False,
+        sink: Callable[[list[Event]], object] | None = None,
     ) -> None:
         self._profile = get_profile(profile)
+        self._sink = sink
         self.limits = limits if limits is not None else self._profile.limits
         self.strict = strict
         #: The parsed metadata line (APM profiles), once read.
@@ -123,8 +128,7 @@ class IntakeStream:
     def _run(self, step: Callable[..., None], *args: Any) -> list[Event]:
         """Run a step of the body; collect the events it accepts; turn decoder
         errors and fatal errors into the fatal result."""
-        events: list[Event] = []
-        self.out = events
+        self.out = []
         # Parsed events hold no reference cycles: pausing the cyclic GC while a
         # chunk is processed saves its repeated scans of the young objects.
         paused = gc.isenabled()
@@ -139,9 +143,18 @@ class IntakeStream:
         finally:
             if paused:
                 gc.enable()
-            self.out = []
-            self._accepted += len(events)
-        return events
+        return self._deliver()
+
+    def _deliver(self) -> list[Event]:
+        """Count the events accepted since the last delivery; hand them to the sink
+        if there is one (then return none), else return them."""
+        events, self.out = self.out, []
+        self._accepted += len(events)
+        if self._sink is None:
+            return events
+        if events:
+            self._sink(events)
+        return []
 
     def _finish(self, sink: Callable[[bytes], None]) -> None:
         self._decoder.finish(sink)
@@ -164,3 +177,5 @@ class IntakeStream:
             raise Fatal(413, f"request body too large: more than {limit} bytes after decompression")
         self._size = size
         self._reader.feed(piece)
+        if self._sink is not None and self.out:
+            self._deliver()

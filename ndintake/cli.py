@@ -10,6 +10,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 import orjson
 
+from ._event import Event
 from ._limits import DEFAULT_MAX_BODY_SIZE, Limits
 from ._profiles import PROFILES
 from ._result import IntakeResult
@@ -43,9 +44,14 @@ def _chunks(file: BinaryIO, name: str, total: int | None) -> Iterator[bytes]:
         sys.stderr.write("\r" + " " * (len(name) + 24) + "\r")
 
 
+def _discard(events: list[Event]) -> None:
+    """The check prints results only: accepted events are not kept."""
+
+
 def _check(name: str, args: argparse.Namespace) -> IntakeResult:
     limits = Limits(max_event_size=args.max_event_size, max_body_size=args.max_body_size)
-    stream = IntakeStream(profile=args.profile, content_encoding=_encoding(args.encoding, name), limits=limits)
+    encoding = _encoding(args.encoding, name)
+    stream = IntakeStream(profile=args.profile, content_encoding=encoding, limits=limits, sink=_discard)
     if name == "-":
         file, total = sys.stdin.buffer, None
     else:
