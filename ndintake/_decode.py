@@ -190,6 +190,11 @@ class _ZstdFrames:
     def at_boundary(self) -> bool:
         return self._state == "magic" and not self._buf and not self._skip
 
+    @property
+    def partial_magic(self) -> int:
+        """How many bytes of a frame magic have been seen, while it is incomplete."""
+        return len(self._buf) if self._state == "magic" else 0
+
     def feed(self, data: bytes) -> list[int]:
         """Scan ``data``; return the offsets where a block's content ends, and last
         the offset where scanning stopped (``len(data)`` unless ``bad``)."""
@@ -206,6 +211,10 @@ class _ZstdFrames:
             step = min(self._need - len(self._buf), size - pos)
             self._buf += data[pos : pos + step]
             pos += step
+            if self._state == "magic" and not _magic_prefix(self._buf):
+                self.bad = True  # junk: no frame starts like this, however it is cut
+                cuts.append(pos - len(self._buf))
+                return cuts
             if len(self._buf) == self._need:
                 header, self._buf = self._buf, b""
                 if not self._advance(header):
@@ -244,6 +253,13 @@ class _ZstdFrames:
         return True
 
 
+def _magic_prefix(head: bytes) -> bool:
+    """Whether ``head`` can start a zstd frame or a skippable frame."""
+    if _ZSTD_MAGIC.startswith(head):
+        return True
+    return head[0] & 0xF0 == 0x50 and b"\x2a\x4d\x18".startswith(head[1:])
+
+
 class _SinkWriter:
     """File-like adapter: zstandard's stream writer pushes output to a sink."""
 
@@ -269,6 +285,7 @@ class ZstdDecoder:
             write_return_read=True,
         )
         self._frames = _ZstdFrames()
+        self._held = b""  # the start of a frame magic, not given to zstd yet
 
     def decode(self, data: bytes, sink: Sink) -> None:
         self._writer.sink = sink
@@ -279,20 +296,28 @@ class ZstdDecoder:
 
     def _decode(self, data: bytes) -> None:
         frames = self._frames
+        held = self._held
+        cuts = frames.feed(data)  # offsets in data
+        stream = held + data if held else data
+        # A frame magic not complete yet is held back: zstd would judge it by its
+        # first bytes, and junk must get the same error however the body is cut.
+        limit = len(stream) - frames.partial_magic
         start = 0
         # block by block: zstd loses a failing call's output, and a bad checksum
         # or junk after the last frame must not cost the blocks before
-        for end in frames.feed(data):
+        for cut in cuts:
+            end = min(cut + len(held), limit)
             if end > start:
                 try:
-                    self._zstd.write(data[start:end] if start or end < len(data) else data)
+                    self._zstd.write(stream[start:end] if start or end < len(stream) else stream)
                 except zstandard.ZstdError as exc:
                     if not frames.frames:  # failed before a frame's magic was even complete
                         raise DecodeError("zstd: invalid header", at_header=True) from None
                     raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
-            start = end
+                start = end
+        self._held = stream[limit:]
         if frames.bad:
-            raise DecodeError("zstd: invalid header", at_header=not frames.frames)
+            raise DecodeError("zstd: invalid header", at_header=frames.frames == 0)
 
     def finish(self, sink: Sink) -> None:
         if not self._frames.at_boundary:
@@ -327,22 +352,26 @@ class BrotliDecoder:
             counter = _Counter(sink)
             try:
                 _brotli_process(self._brotli, piece, counter)
-            except (brotli.error, DecodeError) as exc:
-                self._salvage(piece, _Skipping(sink, counter.count))
-                raise exc if isinstance(exc, DecodeError) else DecodeError(f"br: {exc}") from None
+            except (brotli.error, DecodeError):
+                raise self._salvage(piece, _Skipping(sink, counter.count)) from None
             if self._behind:
                 _brotli_process(self._trailing, self._behind, _discard)
             self._behind = piece
 
-    def _salvage(self, failed: bytes, sink: Sink) -> None:
-        """Bring the trailing decoder up to ``failed``, then feed it byte by byte."""
+    def _salvage(self, failed: bytes, sink: Sink) -> DecodeError:
+        """Bring the trailing decoder up to ``failed``, then feed it byte by byte:
+        hand on what it decodes, and say exactly what went wrong where (the same
+        words however the body was cut)."""
         try:
             if self._behind:
                 _brotli_process(self._trailing, self._behind, _discard)
             for byte in range(len(failed)):
                 _brotli_process(self._trailing, failed[byte : byte + 1], sink)
-        except (brotli.error, DecodeError):
-            return
+        except DecodeError as exc:
+            return exc
+        except brotli.error as exc:
+            return DecodeError(f"br: {exc}")
+        return DecodeError("br: decoder failed")  # pragma: no cover - the bytes failed once already
 
     def finish(self, sink: Sink) -> None:
         if self._started and not self._brotli.is_finished():

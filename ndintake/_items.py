@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Callable
 
 import ijson
@@ -133,6 +134,21 @@ class JsonItems:
         return Fatal(400, f"malformed {what} after item {self._count}: {reason}")
 
 
+def _serialize(value: Any) -> bytes:
+    """``value`` as compact JSON; ValueError if JSON cannot carry it."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):  # deeper than 254 levels, big ints, lone surrogates
+        pass
+    try:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValueError("recursion limit exceeded") from None
+    except ValueError as exc:  # infinity or NaN (1e400 read as a float)
+        raise ValueError(f"number out of range ({exc})") from None
+    return text.encode("ascii")
+
+
 class ItemReader:
     """Validates each item of a JSON body whole, for profiles without envelopes
     (prodlytics): no metadata line, one kind, messages naming the item's index."""
@@ -170,19 +186,26 @@ class ItemReader:
         self._take(value, line, line_no)
 
     def _take_value(self, value: Any, line_no: int) -> None:
-        self._take(value, None, line_no)
+        """An item ijson built (array element, document): written back as JSON and
+        then taken exactly like an NDJSON line, so every body form decides an
+        item the same way (numbers, depth and strings included)."""
+        try:
+            raw = _serialize(value)
+        except ValueError as exc:  # what no JSON line could carry (an infinite number...)
+            self._reject(b"", f"decode error: {exc}", line_no)
+            return
+        self._take_line(raw, line_no)
 
-    def _take(self, value: Any, raw: bytes | None, line_no: int) -> None:
+    def _take(self, value: Any, raw: bytes, line_no: int) -> None:
         if type(value) is dict and self._accept(value):
             message = None
         else:
             message = self._validator.refusal(value, explain=self._stream.explaining)
         if message is None:
             self._index += 1
-            raw = raw if raw is not None else orjson.dumps(value)
             self._stream.out.append(Event(self._validator.kind, value, raw, line_no))
         else:
-            self._reject(raw if raw is not None else orjson.dumps(value), message, line_no)
+            self._reject(raw, message, line_no)
 
     def _reject(self, raw: bytes, message: str, line_no: int) -> None:
         self._stream.reject(raw, f"item {self._index}: {message}", line_no or None)
