@@ -47,9 +47,9 @@ def parse_line(line: bytes, strict: bool) -> Any:
     except _JSONDecodeError as exc:
         if strict or not exc.msg.startswith(_TRAILING):
             raise
-        try:
-            return _loads(line.decode("utf-8")[: exc.pos])
-        except (UnicodeDecodeError, _JSONDecodeError):
+        try:  # orjson counts characters; the junk after the value may be any bytes
+            return _loads(line.decode("utf-8", "replace")[: exc.pos])
+        except _JSONDecodeError:
             raise exc from None
 
 
