@@ -22,6 +22,7 @@ _JSONDecodeError = orjson.JSONDecodeError
 _QUOTE = re.compile(rb"[\"']")
 _BLANK = frozenset(b" \t\r\n\f\v")
 _TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
+_BAD_UTF8 = ("str is not valid UTF-8",)
 
 
 def text(line: bytes) -> str:
@@ -40,17 +41,24 @@ def first_key(line: bytes) -> str:
 
 
 def parse_line(line: bytes, strict: bool) -> Any:
-    """Parse a line; unless ``strict``, a complete value followed by junk counts
-    (APM Server ignores what follows). Raises orjson.JSONDecodeError."""
+    """Parse a line; unless ``strict``, a complete value followed by junk (any
+    bytes, invalid UTF-8 included) counts, as APM Server ignores what follows.
+    Raises orjson.JSONDecodeError."""
     try:
         return _loads(line)
     except _JSONDecodeError as exc:
-        if strict or not exc.msg.startswith(_TRAILING):
+        if strict or not exc.msg.startswith(_TRAILING + _BAD_UTF8):
             raise
-        try:  # orjson counts characters; the junk after the value may be any bytes
-            return _loads(line.decode("utf-8", "replace")[: exc.pos])
-        except _JSONDecodeError:
-            raise exc from None
+        # orjson counts characters; find where the value ends in the decoded text
+        text = line.decode("utf-8", "replace")
+        try:
+            _loads(text)
+        except _JSONDecodeError as inner:
+            if inner.msg.startswith(_TRAILING):
+                value = text[: inner.pos].encode("utf-8")
+                if line.startswith(value):  # no bad byte inside the value itself
+                    return _loads(value)
+        raise exc from None
 
 
 class _BadLine(Exception):
