@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -74,7 +75,7 @@ class EnvelopeReader:
     """
 
     def __init__(self, stream: IntakeStream, profile: Profile) -> None:
-        self._stream = stream
+        self._stream = weakref.proxy(stream)  # the stream owns its reader: no cycle
         self._profile = profile
         self._max = stream.limits.max_event_size
         self._lines = LineSplitter(self._max)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 import ijson
@@ -155,7 +156,7 @@ class ItemReader:
 
     def __init__(self, stream: IntakeStream, profile: Profile) -> None:
         assert profile.item is not None
-        self._stream = stream
+        self._stream = weakref.proxy(stream)  # the stream owns its reader: no cycle
         self._validator = profile.item
         self._accept = profile.item.accept()
         self._max = stream.limits.max_event_size
