@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import re
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-import ijson
 import orjson
 
 from ._envelope import parse_line
@@ -18,42 +17,32 @@ if TYPE_CHECKING:
     from ._profiles import Profile
     from ._stream import IntakeStream
 
-try:
-    _ijson = ijson.get_backend("yajl2_c")
-except ImportError:  # pragma: no cover - the C backend ships in ijson's wheels
-    _ijson = ijson
-
 _BLANK = b" \t\r\n\f\v"
 
 
 class JsonItems:
-    """Push decoded bytes in; items come out one at a time.
+    """Push decoded bytes in; items come out one at a time, as raw bytes.
 
     The first non-blank byte decides the body's form: ``[`` is an array, whose
-    elements are streamed one by one with ijson (never the whole array in
+    elements are cut out one by one as they arrive (never the whole array in
     memory); anything else is NDJSON, one item per line (a single object without
-    a newline is the one-line case), given to ``take_line(line, line_no)``. If
-    the first line is a lone ``{`` (a pretty-printed object), the body is read
-    as a sequence of JSON documents instead (any other first line that does not
-    parse is one bad NDJSON item, and the lines after it still count). Items ijson builds go
-    to ``take_value(value, line_no)`` (line_no 0: unknown). A syntax error inside
-    an array or a document sequence ends the body (fatal 400); a bad NDJSON line
-    is just a bad item.
+    a newline is the one-line case). If the first line is a lone ``{`` (a
+    pretty-printed object), the body is read as a sequence of JSON documents
+    instead. Each item goes to ``take(raw, line_no)`` (line_no 0 for an array
+    element), so it is parsed and judged the same way whatever the body's form,
+    and a broken item is just a bad item: only a broken array (a missing
+    comma, junk after the closing bracket, a truncated body) ends the request.
     """
 
-    def __init__(
-        self, max_line: int, take_line: Callable[[bytes, int], None], take_value: Callable[[Any, int], None]
-    ) -> None:
-        self._take_line = take_line
-        self._take_value = take_value
-        self._lines = LineSplitter(max_line)
+    def __init__(self, max_item: int, take: Callable[[bytes, int, bool], None]) -> None:
+        self._take = take  # (raw, line_no, from_lines)
+        self._lines = LineSplitter(max_item)
+        self._values: _Values | None = None
         self._head: list[bytes] = []  # body bytes held until the form is known
         self._seen_text = False  # a non-blank byte was seen in the head
         self._form = ""  # "", "array", "lines" or "documents"
         self._line_no = 0
-        self._items: list[Any] = ijson.sendable_list()
-        self._parser: Any = None
-        self._count = 0
+        self._max = max_item
 
     def feed(self, piece: bytes) -> None:
         if not self._form:
@@ -61,9 +50,9 @@ class JsonItems:
         if self._form == "lines":
             for line in self._lines.split(piece):
                 self._line_no += 1
-                self._take_line(line, self._line_no)
-        elif self._form and piece:
-            self._parse(piece)
+                self._take(line, self._line_no, True)
+        elif self._values is not None and piece:
+            self._values.feed(piece)
 
     def finish(self) -> None:
         if not self._form:
@@ -75,14 +64,9 @@ class JsonItems:
             last = self._lines.flush()
             if last is not None:
                 self._line_no += 1
-                self._take_line(last, self._line_no)
-            return
-        try:
-            self._parser.close()
-        except ijson.JSONError as exc:
-            self._deliver()
-            raise self._malformed(exc) from None
-        self._deliver()
+                self._take(last, self._line_no, True)
+        elif self._values is not None:
+            self._values.finish()
 
     def _decide(self, piece: bytes, *, final: bool) -> bytes:
         """Hold the head until the form is known; then return it all, to replay."""
@@ -99,55 +83,172 @@ class JsonItems:
             newline = piece.find(b"\n")
         if newline < 0 and not final:
             return b""
-        if not self._seen_text:
-            return b""
         head = b"".join(self._head)
         first = head.lstrip(_BLANK).split(b"\n", 1)[0]
         return self._start("documents" if first.strip(_BLANK) == b"{" else "lines")
 
     def _start(self, form: str) -> bytes:
         self._form = form
-        if form == "array":
-            self._parser = _ijson.items_coro(self._items, "item", use_float=True)
-        elif form == "documents":
-            self._parser = _ijson.items_coro(self._items, "", use_float=True, multiple_values=True)
+        if form != "lines":
+            self._values = _Values(form == "array", self._max, lambda raw: self._take(raw, 0, False))
         head, self._head = b"".join(self._head), []
         return head
 
-    def _parse(self, piece: bytes) -> None:
-        try:
-            self._parser.send(piece)
-        except ijson.JSONError as exc:
-            self._deliver()
-            raise self._malformed(exc) from None
-        self._deliver()
 
-    def _deliver(self) -> None:
-        items = self._items
-        for item in items:
-            self._count += 1
-            self._take_value(item, 0)
-        del items[:]
+_NON_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
+#: A whole string (skipped in one step), or one structural byte ('"' alone: a
+#: string that goes on past this piece).
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},"]')
+_IN_STRING = re.compile(rb'["\\]')
 
-    def _malformed(self, exc: Exception) -> Fatal:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        what = "JSON array" if self._form == "array" else "JSON document"
+
+class _Values:
+    """Cuts a byte stream into top-level JSON values without parsing them: the
+    elements of one array, or a sequence of documents. Tracks only strings
+    (with escapes) and bracket depth, so any bytes give the same cuts however
+    they are split, in memory bounded by ``max_item`` (a longer value is
+    refused and skipped, not held)."""
+
+    def __init__(self, array: bool, max_item: int, take: Callable[[bytes], None]) -> None:
+        self._array = array
+        self._max = max_item
+        self._take = take
+        self._state = "open" if array else "between"  # open, between, value, after
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._count = 0  # values handed on
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            state = self._state
+            if state != "value":
+                found = _NON_BLANK.search(data, pos)
+                if found is None:
+                    return
+                pos = found.start()
+                byte = data[pos]
+                if state == "open":  # the array's "[" (the form was chosen from it)
+                    self._state, pos = "between", pos + 1
+                elif state == "after":
+                    raise self._malformed("unexpected content after the array")
+                elif self._array and byte == 0x5D:  # "]": the end of the array
+                    self._state, pos = "after", pos + 1
+                else:
+                    self._state, self._depth, self._in_string, self._escape = "value", 0, False, False
+                continue
+            pos = self._scan(data, pos)
+
+    def _scan(self, data: bytes, pos: int) -> int:
+        """Read ``data`` from ``pos`` inside a value; return where reading stopped."""
+        start, end = pos, len(data)
+        while pos < end:
+            if self._in_string:
+                if self._escape:
+                    self._escape, pos = False, pos + 1
+                    continue
+                match = _IN_STRING.search(data, pos)
+                if match is None:
+                    pos = end
+                    break
+                pos = match.end()
+                if match.group() == b"\\":
+                    self._escape = True
+                else:
+                    self._in_string = False
+                continue
+            match = _TOKEN.search(data, pos)
+            if match is not None and len(match.group()) > 1:  # a whole string: skip it
+                if not self._array and self._depth == 0:
+                    blank = _first_blank(data, pos, match.start())
+                    if blank is not None:
+                        self._hold(data[start:blank])
+                        self._emit()
+                        return blank
+                pos = match.end()
+                continue
+            if match is None:
+                if not self._array and self._depth == 0:
+                    blank = _first_blank(data, pos)
+                    if blank is not None:
+                        self._hold(data[start:blank])
+                        self._emit()
+                        return blank
+                pos = end
+                break
+            at, byte = match.start(), data[match.start()]
+            if not self._array and self._depth == 0:
+                blank = _first_blank(data, pos, at)
+                if blank is not None:
+                    self._hold(data[start:blank])
+                    self._emit()
+                    return blank
+            pos = at + 1
+            if byte == 0x22:  # '"'
+                self._in_string = True
+            elif byte in (0x5B, 0x7B):  # "[" "{"
+                self._depth += 1
+            elif byte in (0x5D, 0x7D):  # "]" "}"
+                if self._depth == 0 and self._array:  # the array's own "]": the last element ends
+                    self._hold(data[start:at])
+                    self._emit()
+                    self._state = "after"
+                    return pos
+                self._depth -= 1
+                if self._depth == 0 and not self._array:
+                    self._hold(data[start:pos])
+                    self._emit()
+                    return pos
+            elif byte == 0x2C and self._depth == 0:  # "," between elements (or junk between documents)
+                self._hold(data[start:at])
+                self._emit()
+                if not self._array:
+                    raise self._malformed("unexpected ',' between documents")
+                return pos
+        self._hold(data[start:pos])
+        return pos
+
+    def _hold(self, part: bytes) -> None:
+        if self._size < self._max:
+            self._parts.append(part[: self._max - self._size])
+        self._size += len(part)
+
+    def _emit(self) -> None:
+        raw = b"".join(self._parts).strip(_BLANK)
+        too_large = self._size >= self._max
+        self._parts, self._size, self._state = [], 0, "between"
+        self._count += 1
+        self._take(_TooLarge(raw) if too_large else raw)
+
+    def finish(self) -> None:
+        if self._state == "value" and not self._array and self._depth == 0 and not self._in_string:
+            self._emit()  # a last scalar document
+        if self._array and self._state != "after":
+            raise self._malformed("unexpected end of the body inside the array")
+        if not self._array and self._state == "value":
+            raise self._malformed("unexpected end of the body inside a document")
+
+    def _malformed(self, reason: str) -> Fatal:
+        what = "JSON array" if self._array else "JSON document"
         return Fatal(400, f"malformed {what} after item {self._count}: {reason}")
 
 
-def _serialize(value: Any) -> bytes:
-    """``value`` as compact JSON; ValueError if JSON cannot carry it."""
-    try:
-        return orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):  # deeper than 254 levels, big ints, lone surrogates
-        pass
-    try:
-        text = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    except RecursionError:
-        raise ValueError("recursion limit exceeded") from None
-    except ValueError as exc:  # infinity or NaN (1e400 read as a float)
-        raise ValueError(f"number out of range ({exc})") from None
-    return text.encode("ascii")
+class _TooLarge(bytes):
+    """The first ``max_item`` bytes of a value that was longer."""
+
+
+_BLANK_SET = frozenset(b" \t\r\n\f\v")
+
+
+def _first_blank(data: bytes, pos: int, stop: int | None = None) -> int | None:
+    """The first whitespace byte in ``data[pos:stop]``, or None."""
+    for index in range(pos, len(data) if stop is None else stop):
+        if data[index] in _BLANK_SET:
+            return index
+    return None
 
 
 class ItemReader:
@@ -160,7 +261,7 @@ class ItemReader:
         self._validator = profile.item
         self._accept = profile.item.accept()
         self._max = stream.limits.max_event_size
-        self._items = JsonItems(self._max, self._take_line, self._take_value)
+        self._items = JsonItems(self._max, self._take_raw)
         self._index = 0  # 0-based index of the next item
 
     def feed(self, piece: bytes) -> None:
@@ -173,31 +274,18 @@ class ItemReader:
         """A read error mid-body: the body is malformed (400)."""
         return EventError(message=f"cannot read body after item {self._index}: {exc}", status=400, fatal=True)
 
-    def _take_line(self, line: bytes, line_no: int) -> None:
-        if not line.strip():
-            return
-        if len(line) >= self._max:
-            self._reject(line[: self._max], "item exceeded the permitted size", line_no)
+    def _take_raw(self, raw: bytes, line_no: int, from_lines: bool) -> None:
+        """One item's bytes: an NDJSON line, an array element or a document."""
+        if from_lines and not raw.strip():
+            return  # a blank line
+        if isinstance(raw, _TooLarge) or len(raw) >= self._max:
+            self._reject(raw[: self._max], "item exceeded the permitted size", line_no)
             return
         try:
-            value = parse_line(line, self._stream.strict)
+            value = parse_line(raw, self._stream.strict)
         except orjson.JSONDecodeError as exc:
-            self._reject(line, f"decode error: {exc}", line_no)
+            self._reject(raw, f"decode error: {exc}", line_no)
             return
-        self._take(value, line, line_no)
-
-    def _take_value(self, value: Any, line_no: int) -> None:
-        """An item ijson built (array element, document): written back as JSON and
-        then taken exactly like an NDJSON line, so every body form decides an
-        item the same way (numbers, depth and strings included)."""
-        try:
-            raw = _serialize(value)
-        except ValueError as exc:  # what no JSON line could carry (an infinite number...)
-            self._reject(b"", f"decode error: {exc}", line_no)
-            return
-        self._take_line(raw, line_no)
-
-    def _take(self, value: Any, raw: bytes, line_no: int) -> None:
         if type(value) is dict and self._accept(value):
             message = None
         else:

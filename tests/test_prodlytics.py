@@ -114,7 +114,7 @@ def test_ndjson_batch_with_mixed_items_and_a_broken_line() -> None:
 def test_array_is_streamed_item_by_item() -> None:
     stream = ndintake.IntakeStream(profile="prodlytics")
     first = json.dumps(VALID).encode()
-    assert stream.feed(b"[" + first + b",") == [ndintake.Event("prodlytics", VALID, orjson.dumps(VALID), 0)]
+    assert stream.feed(b"[" + first + b",") == [ndintake.Event("prodlytics", VALID, first, 0)]
     assert len(stream.feed(first + b"]")) == 1
     assert stream.close().accepted == 2
 
@@ -136,7 +136,8 @@ def test_malformed_array_is_fatal_after_the_items_before() -> None:
 def test_truncated_array_is_fatal() -> None:
     result = ndintake.validate(b"[" + json.dumps(VALID).encode() + b",", profile="prodlytics")
     assert (result.status, result.accepted) == (400, 1)
-    assert result.fatal is not None and "premature EOF" in result.fatal.message
+    assert result.fatal is not None
+    assert result.fatal.message == "malformed JSON array after item 1: unexpected end of the body inside the array"
 
 
 @pytest.mark.parametrize("body", [b"", b"   \n\n", b"[]", b"[ ]\n"])
