@@ -261,16 +261,26 @@ def _magic_prefix(head: bytes) -> bool:
 
 
 class _SinkWriter:
-    """File-like adapter: zstandard's stream writer pushes output to a sink."""
+    """File-like adapter: zstandard's stream writer pushes output to a sink.
 
-    __slots__ = ("sink",)
+    An exception from the sink is kept, not raised through zstandard (whose
+    writer leaks its output buffer when ``write`` raises); the decoder raises it
+    once zstandard returns. Blocks are written one at a time, so little is
+    decoded in vain after it.
+    """
+
+    __slots__ = ("sink", "error")
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+        self.error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
-        if data:
-            self.sink(data)
+        if data and self.error is None:
+            try:
+                self.sink(data)
+            except BaseException as exc:  # noqa: BLE001 - handed back by ZstdDecoder
+                self.error = exc
         return len(data)
 
 
@@ -310,6 +320,9 @@ class ZstdDecoder:
             if end > start:
                 try:
                     self._zstd.write(stream[start:end] if start or end < len(stream) else stream)
+                    if self._writer.error is not None:
+                        error, self._writer.error = self._writer.error, None
+                        raise error
                 except zstandard.ZstdError as exc:
                     if not frames.frames:  # failed before a frame's magic was even complete
                         raise DecodeError("zstd: invalid header", at_header=True) from None
