@@ -28,6 +28,9 @@ ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 #: fed to brotli per call.
 _SALVAGE_SLICE = 16
 _BROTLI_SLICE = 1024
+#: Raw deflate is trusted once it has produced a newline or this many bytes;
+#: an error before that means the body was no deflate stream at all.
+_RAW_PROBE = 4096
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -80,6 +83,7 @@ class ZlibDecoder:
         self._head = b""  # bytes waiting for a member's magic check
         self._inflate: zlib._Decompress | None = None
         self._raw_probe = False  # deflate fell back to raw: errors before a newline mean a bad header
+        self._probed = 0  # output bytes while probing
         self._done = False  # a deflate stream ended: the rest is ignored, as APM Server does
         self._output = False  # any output yet (a bad gzip member header later is a mid-stream error)
 
@@ -128,19 +132,22 @@ class ZlibDecoder:
                 return b""
 
     def _emit(self, out: bytes, sink: Sink) -> None:
-        if self._raw_probe and b"\n" in out:
-            self._raw_probe = False  # raw deflate that makes lines: past the header
+        if self._raw_probe:
+            self._probed += len(out)
+            if b"\n" in out or self._probed >= _RAW_PROBE:
+                self._raw_probe = False  # raw deflate that makes lines (or enough text): past the header
         self._output = True
         sink(out)
 
-    def _error(self, reason: str) -> DecodeError:
-        if self._raw_probe:
+    def _error(self, reason: str, *, corrupt: bool = True) -> DecodeError:
+        if self._raw_probe and (corrupt or not self._output):
             return DecodeError("zlib: invalid header", at_header=True)
         return DecodeError(f"{'gzip' if self._coding == 'gzip' else 'flate'}: {reason}")
 
     def finish(self, sink: Sink) -> None:
         if self._head or (self._inflate is not None and not self._done):
-            raise self._error("unexpected EOF")
+            # cut short: once raw deflate has decoded something, it was deflate
+            raise self._error("unexpected EOF", corrupt=False)
 
 
 def _salvage(inflate: zlib._Decompress, data: bytes, sink: Sink, step: int = _SALVAGE_SLICE) -> None:
@@ -214,6 +221,7 @@ class _ZstdFrames:
             if self._state == "magic" and not _magic_prefix(self._buf):
                 self.bad = True  # junk: no frame starts like this, however it is cut
                 cuts.append(pos - len(self._buf))
+                self._buf = b""
                 return cuts
             if len(self._buf) == self._need:
                 header, self._buf = self._buf, b""
@@ -223,6 +231,11 @@ class _ZstdFrames:
                     return cuts
         cuts.append(size)
         return cuts
+
+    @property
+    def between_blocks(self) -> bool:
+        """True when no block is half read: all output so far is final."""
+        return not self._skip and not self._buf and self._state != "descriptor"
 
     def _advance(self, header: bytes) -> bool:
         state = self._state
@@ -263,25 +276,34 @@ def _magic_prefix(head: bytes) -> bool:
 class _SinkWriter:
     """File-like adapter: zstandard's stream writer pushes output to a sink.
 
-    An exception from the sink is kept, not raised through zstandard (whose
-    writer leaks its output buffer when ``write`` raises); the decoder raises it
-    once zstandard returns. Blocks are written one at a time, so little is
-    decoded in vain after it.
+    Output is handed on block by block, once the block is complete, so a block
+    that fails at its end (a wrong content size) loses the same output however
+    the body is cut. An exception from the sink is kept, not raised through
+    zstandard (whose writer leaks its output buffer when ``write`` raises); the
+    decoder raises it once zstandard returns.
     """
 
-    __slots__ = ("sink", "error")
+    __slots__ = ("sink", "error", "pending")
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.error: BaseException | None = None
+        self.pending: list[bytes] = []  # output of the block being read (at most 128 KiB)
 
     def write(self, data: bytes) -> int:
-        if data and self.error is None:
-            try:
-                self.sink(data)
-            except BaseException as exc:  # noqa: BLE001 - handed back by ZstdDecoder
-                self.error = exc
+        if data:
+            self.pending.append(bytes(data))
         return len(data)
+
+    def flush(self) -> None:
+        """A block is complete: hand on its output."""
+        pending, self.pending = self.pending, []
+        for data in pending:
+            if self.error is None:
+                try:
+                    self.sink(data)
+                except BaseException as exc:  # noqa: BLE001 - handed back by ZstdDecoder
+                    self.error = exc
 
 
 class ZstdDecoder:
@@ -320,14 +342,16 @@ class ZstdDecoder:
             if end > start:
                 try:
                     self._zstd.write(stream[start:end] if start or end < len(stream) else stream)
-                    if self._writer.error is not None:
-                        error, self._writer.error = self._writer.error, None
-                        raise error
                 except zstandard.ZstdError as exc:
                     if not frames.frames:  # failed before a frame's magic was even complete
                         raise DecodeError("zstd: invalid header", at_header=True) from None
                     raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
                 start = end
+                if end < limit or frames.between_blocks:
+                    self._writer.flush()
+                    if self._writer.error is not None:
+                        error, self._writer.error = self._writer.error, None
+                        raise error
         self._held = stream[limit:]
         if frames.bad:
             raise DecodeError("zstd: invalid header", at_header=frames.frames == 0)

@@ -40,6 +40,7 @@ class JsonItems:
         self._values: _Values | None = None
         self._head: list[bytes] = []  # body bytes held until the form is known
         self._seen_text = False  # a non-blank byte was seen in the head
+        self._head_size = 0
         self._form = ""  # "", "array", "lines" or "documents"
         self._line_no = 0
         self._max = max_item
@@ -81,8 +82,9 @@ class JsonItems:
             newline = text.find(b"\n")
         else:
             newline = piece.find(b"\n")
-        if newline < 0 and not final:
-            return b""
+        self._head_size += len(piece)
+        if newline < 0 and not final and self._head_size < self._max:
+            return b""  # (a first line of max_item bytes or more is one too-large item: no need to wait)
         head = b"".join(self._head)
         first = head.lstrip(_BLANK).split(b"\n", 1)[0]
         return self._start("documents" if first.strip(_BLANK) == b"{" else "lines")

@@ -147,7 +147,8 @@ PRODLYTICS = Profile(
     name="prodlytics",
     reader=ItemReader,
     item=Validator("prodlytics", "prodlytics", label=None),
-    limits=Limits(max_event_size=PRODLYTICS_MAX_BODY_SIZE, max_body_size=PRODLYTICS_MAX_BODY_SIZE),
+    # no per-item limit is published: an item may be the whole body, never more
+    limits=Limits(max_event_size=PRODLYTICS_MAX_BODY_SIZE + 1, max_body_size=PRODLYTICS_MAX_BODY_SIZE),
     render=datadog_response,
 )
 
