@@ -246,14 +246,13 @@ def ijson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
     )
 
 
-def orjson_jsonschema_rs(schemas: dict[str, dict[str, Any]]) -> Pipeline:
-    import jsonschema_rs
-
-    # Draft 7 pinned: validator_for() would pick 2020-12 for schemas without "$schema".
-    validators = {kind: jsonschema_rs.Draft7Validator(schema).is_valid for kind, schema in schemas.items()}
+def _is_valid_loop(
+    loads: Callable[[bytes], Any], decode_error: type[Exception], validators: dict[str, Callable[[Any], bool]]
+) -> Callable[[list[bytes]], int]:
+    """The per-line loop of a parse + ``is_valid`` pipeline: zstd, split on \\n,
+    parse, classify by first key, count the valid events."""
     events = {kind: validators[kind] for kind in EVENT_KINDS}
     metadata = validators["metadata"]
-    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
 
     def run(chunks: list[bytes]) -> int:
         lines = lines_of(zstd_pieces(chunks))
@@ -261,7 +260,7 @@ def orjson_jsonschema_rs(schemas: dict[str, dict[str, Any]]) -> Pipeline:
             obj = loads(next(lines))
             if not metadata(obj["metadata"]):
                 return 0
-        except (StopIteration, JSONDecodeError, KeyError, TypeError):
+        except (StopIteration, decode_error, KeyError, TypeError):
             return 0
         accepted = 0
         for line in lines:
@@ -269,19 +268,27 @@ def orjson_jsonschema_rs(schemas: dict[str, dict[str, Any]]) -> Pipeline:
                 continue
             try:
                 obj = loads(line)
-            except JSONDecodeError:
+            except decode_error:
                 continue
             is_valid = events.get(_first_kind(obj))
             if is_valid is not None and is_valid(obj[next(iter(obj))]):
                 accepted += 1
         return accepted
 
+    return run
+
+
+def orjson_jsonschema_rs(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+    import jsonschema_rs
+
+    # Draft 7 pinned: validator_for() would pick 2020-12 for schemas without "$schema".
+    validators = {kind: jsonschema_rs.Draft7Validator(schema).is_valid for kind, schema in schemas.items()}
     return Pipeline(
         "orjson + jsonschema-rs",
         "zstd",
         "zstd, split on \\n, orjson.loads, classify by first key, jsonschema_rs.Draft7Validator(schema).is_valid "
         "(Rust validator; Python objects are converted on each call).",
-        run,
+        _is_valid_loop(orjson.loads, orjson.JSONDecodeError, validators),
     )
 
 
@@ -289,37 +296,12 @@ def json_jsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
     import jsonschema
 
     validators = {kind: jsonschema.Draft7Validator(schema).is_valid for kind, schema in schemas.items()}
-    events = {kind: validators[kind] for kind in EVENT_KINDS}
-    metadata = validators["metadata"]
-    loads = json.loads
-
-    def run(chunks: list[bytes]) -> int:
-        lines = lines_of(zstd_pieces(chunks))
-        try:
-            obj = loads(next(lines))
-            if not metadata(obj["metadata"]):
-                return 0
-        except (StopIteration, ValueError, KeyError, TypeError):
-            return 0
-        accepted = 0
-        for line in lines:
-            if not line:
-                continue
-            try:
-                obj = loads(line)
-            except ValueError:
-                continue
-            is_valid = events.get(_first_kind(obj))
-            if is_valid is not None and is_valid(obj[next(iter(obj))]):
-                accepted += 1
-        return accepted
-
     return Pipeline(
         "json + jsonschema (naive)",
         "zstd",
         "zstd, split on \\n, stdlib json.loads, jsonschema.Draft7Validator(schema).is_valid: the obvious "
         "pure-Python pipeline. Very slow, so it is timed on a prefix of the corpus (rates are per byte and event).",
-        run,
+        _is_valid_loop(json.loads, ValueError, validators),
         sliced=True,
         naive=True,
     )
