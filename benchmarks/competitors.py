@@ -148,8 +148,11 @@ def ndintake_pipeline(codec: str, max_body_size: int) -> Pipeline:
     limits = ndintake.Limits(max_body_size=max_body_size)
     encoding = codec
 
+    def consume(events: list[ndintake.Event]) -> None:
+        """The events reach a consumer batch by batch, as in a server (the bounded mode)."""
+
     def run(chunks: list[bytes]) -> int:
-        stream = ndintake.IntakeStream(profile="apm", content_encoding=encoding, limits=limits)
+        stream = ndintake.IntakeStream(profile="apm", content_encoding=encoding, limits=limits, sink=consume)
         feed = stream.feed
         for chunk in chunks:
             feed(chunk)
@@ -158,8 +161,9 @@ def ndintake_pipeline(codec: str, max_body_size: int) -> Pipeline:
     return Pipeline(
         f"ndintake [{codec}]",
         codec,
-        f"ndintake.IntakeStream(content_encoding={codec!r}): bounded streaming decoder, line splitter with "
-        "the 300 KiB line cap, orjson, fastjsonschema (compiled once), APM Server's rules; an Event per accepted line.",
+        f"ndintake.IntakeStream(content_encoding={codec!r}, sink=...): bounded streaming decoder, line splitter "
+        "with the 300 KiB line cap, orjson, jsonschema-rs accept check (fastjsonschema for refusals), APM Server's "
+        "rules; an Event per accepted line, handed to a sink per decoded piece.",
         run,
     )
 

@@ -19,7 +19,7 @@ from ._errors import DecodeError
 Sink = Callable[[bytes], None]
 
 #: Largest piece a decoder hands to its sink.
-OUTPUT_CHUNK = 256 * 1024
+OUTPUT_CHUNK = 64 * 1024
 #: Largest zstd window accepted (RFC 9659: 8 MB for the HTTP content coding);
 #: a frame asking for more is refused instead of allocating it.
 ZSTD_MAX_WINDOW = 8 * 1024 * 1024

@@ -28,7 +28,7 @@ class IntakeStream:
     a comma list); None sniffs the magic bytes. ``limits``: the profile's
     defaults unless given. ``strict``: refuse bytes after a line's JSON value
     (APM Server ignores them). ``sink``: if given, accepted events go to it in
-    batches as soon as each decoded piece (at most 256 KiB) is read, and
+    batches as soon as each decoded piece (at most 64 KiB) is read, and
     ``feed``/``close`` hand back none; memory then stays bounded even when one
     small compressed chunk holds a great many events.
     """
