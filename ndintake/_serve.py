@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="K",
-        help="accept 'Authorization: ApiKey base64(K)' (or 'ApiKey K') and, for prodlytics, 'DD-API-KEY: K'; repeatable",
+        help="accept 'Authorization: ApiKey base64(K)' (or 'ApiKey K') and, for prodlytics, "
+        "'DD-API-KEY: K'; repeatable",
     )
     parser.add_argument(
         "--rate-limit",
