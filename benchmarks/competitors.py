@@ -168,75 +168,54 @@ def ndintake_pipeline(codec: str, max_body_size: int) -> Pipeline:
     )
 
 
-def orjson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+def _fastjsonschema_is_valid(schema: dict[str, Any]) -> Callable[[Any], bool]:
+    """Stock ``fastjsonschema.compile`` as a ``value -> bool`` check."""
     import fastjsonschema
 
-    validators = {kind: fastjsonschema.compile(schema) for kind, schema in schemas.items()}
-    events = {kind: validators[kind] for kind in EVENT_KINDS}
-    metadata = validators["metadata"]
-    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
-    Invalid = fastjsonschema.JsonSchemaValueException
+    validate = fastjsonschema.compile(schema)
+    invalid = fastjsonschema.JsonSchemaValueException
 
-    def run(chunks: list[bytes]) -> int:
-        lines = lines_of(zstd_pieces(chunks))
+    def is_valid(value: Any) -> bool:
         try:
-            obj = loads(next(lines))
-            metadata(obj["metadata"])
-        except (StopIteration, JSONDecodeError, KeyError, TypeError, Invalid):
-            return 0
-        accepted = 0
-        for line in lines:
-            if not line:
-                continue
-            try:
-                obj = loads(line)
-            except JSONDecodeError:
-                continue
-            validate = events.get(_first_kind(obj))
-            if validate is None:
-                continue
-            try:
-                validate(obj[next(iter(obj))])
-            except Invalid:
-                continue
-            accepted += 1
-        return accepted
+            validate(value)
+        except invalid:
+            return False
+        return True
 
+    return is_valid
+
+
+def orjson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
+    validators = {kind: _fastjsonschema_is_valid(schema) for kind, schema in schemas.items()}
     return Pipeline(
         "orjson + fastjsonschema",
         "zstd",
         "zstd, split on \\n, orjson.loads, classify by first key, stock fastjsonschema.compile(schema) "
         "of the same schema files. What ndintake does minus its limits, error reporting and APM rules.",
-        run,
+        _is_valid_loop(orjson.loads, orjson.JSONDecodeError, validators),
     )
 
 
 def ijson_fastjsonschema(schemas: dict[str, dict[str, Any]]) -> Pipeline:
-    import fastjsonschema
     import ijson
 
-    validators = {kind: fastjsonschema.compile(schema) for kind, schema in schemas.items()}
+    validators = {kind: _fastjsonschema_is_valid(schema) for kind, schema in schemas.items()}
     events = {kind: validators[kind] for kind in EVENT_KINDS}
     metadata = validators["metadata"]
-    Invalid = fastjsonschema.JsonSchemaValueException
 
     def run(chunks: list[bytes]) -> int:
         reader = zstandard.ZstdDecompressor().stream_reader(_ChunkSource(chunks), read_size=CHUNK)  # type: ignore[arg-type]
         values = ijson.items(reader, "", multiple_values=True, use_float=True, buf_size=CHUNK)
         try:
-            metadata(next(values)["metadata"])
-        except (StopIteration, KeyError, TypeError, Invalid):
+            if not metadata(next(values)["metadata"]):
+                return 0
+        except (StopIteration, KeyError, TypeError):
             return 0
         accepted = 0
         for obj in values:
-            validate = events.get(_first_kind(obj))
-            if validate is None:
-                continue
-            try:
-                validate(obj[next(iter(obj))])
-            except Invalid:
-                continue
-            accepted += 1
+            is_valid = events.get(_first_kind(obj))
+            if is_valid is not None and is_valid(obj[next(iter(obj))]):
+                accepted += 1
         return accepted
 
     return Pipeline(
