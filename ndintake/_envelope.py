@@ -12,7 +12,7 @@ from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
 from ._lines import LineSplitter
 from ._rumv3 import METADATA, expand
-from ._schemas import Validator
+from ._schemas import Validator, lines_accept
 
 if TYPE_CHECKING:
     from ._profiles import Profile
@@ -87,6 +87,8 @@ class EnvelopeReader:
             key: (v.kind, v.accept(), profile.special.get(key), key in profile.abbreviated)
             for key, v in profile.events.items()
         }
+        self._lines_accept = lines_accept(profile.events)
+        self._batching = self._lines_accept is not None
 
     def feed(self, piece: bytes) -> None:
         lines = self._lines.split(piece)
@@ -109,23 +111,59 @@ class EnvelopeReader:
         return EventError(message=f"cannot handle stream: {exc}", status=500, fatal=True)
 
     def _take_lines(self, lines: list[bytes]) -> None:
-        """The per-line loop: the hot path, kept flat on purpose."""
-        stream = self._stream
-        if stream.metadata is None:
+        if self._stream.metadata is None:
             self._line_no += 1
             self._take_metadata(lines[0])
             lines = lines[1:]
+        if lines and not (self._batching and self._take_batch(lines)):
+            self._take_each(lines)
+
+    def _take_batch(self, lines: list[bytes]) -> bool:
+        """The hot path: parse and check every line at once. Takes them all and
+        returns True when each is a valid event alone under a known key; else
+        takes none and returns False."""
+        if max(map(len, lines)) >= self._max:
+            return False
+        try:
+            objs = list(map(_loads, lines))
+        except _JSONDecodeError:
+            return False
+        if not self._lines_accept(objs):  # type: ignore[misc]  # set whenever _batching is
+            return False
+        stream = self._stream
+        out = stream.out
+        table = self._table
+        line_no = self._line_no
+        self._line_no += len(lines)
+        for obj, line in zip(objs, lines):
+            line_no += 1
+            key, value = obj.popitem()  # its only key
+            kind, _, special, abbreviated = table[key]
+            if special is None:
+                out.append(Event(kind, value, line, line_no, abbreviated))
+            else:
+                stream.dropped += special(value, line, line_no, out)
+        return True
+
+    def _take_each(self, lines: list[bytes]) -> None:
+        """Line by line: the path of pieces with a blank, oversized, broken or
+        invalid line. The next piece is tried as a batch again only if every
+        line of this one would have passed."""
+        stream = self._stream
         max_size = self._max
         table = self._table
         out = stream.out
         line_no = self._line_no
+        clean = True
         try:
             for line in lines:
                 line_no += 1
                 if len(line) >= max_size:
                     stream.reject(line[:max_size], "event exceeded the permitted size", line_no)
+                    clean = False
                     continue
                 if not line or (line[0] in _BLANK and not line.strip()):
+                    clean = False
                     continue
                 try:
                     obj = _loads(line)
@@ -144,10 +182,13 @@ class EnvelopeReader:
                                 out.append(Event(entry[0], value, line, line_no, entry[3]))
                             else:
                                 stream.dropped += entry[2](value, line, line_no, out)
+                            clean = clean and len(obj) == 1
                             continue
+                clean = False
                 self._take_event(line, line_no)
         finally:
             self._line_no = line_no
+            self._batching = clean and self._lines_accept is not None
 
     def _take_metadata(self, line: bytes) -> None:
         line_no = self._line_no

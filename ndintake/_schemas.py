@@ -122,12 +122,16 @@ class Validator:
         name = backend_name or _BACKEND
         check = self._accept.get(name)
         if check is None:
-            schema = load_schema(self.schema_name)
-            check = _accept_function(schema, name)
-            if self.label is not None and not schema.get("required"):
-                check = _requiring_a_value(check)
-            self._accept[name] = check
+            check = self._accept[name] = _accept_function(self.accepted_schema(), name)
         return check
+
+    def accepted_schema(self) -> dict[str, Any]:
+        """The schema the accept check enforces: the kind's schema, plus, for a
+        labelled object whose schema requires nothing, "some field is set"."""
+        schema = load_schema(self.schema_name)
+        if self.label is None or schema.get("required"):
+            return schema
+        return {"allOf": [schema, _SOME_FIELD_SET]}
 
     def refusal(self, value: Any, *, explain: bool = True) -> str | None:
         """Called when the fast check refused ``value``: None if fastjsonschema accepts
@@ -155,8 +159,31 @@ class Validator:
         return None
 
 
-def _requiring_a_value(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: check(value) and _is_set(value)
+#: "Not every field is null" (an empty object has no field set either).
+_SOME_FIELD_SET = {"not": {"additionalProperties": {"type": "null"}}}
+
+
+def lines_accept(validators: dict[str, Validator], backend_name: str | None = None) -> Callable[[list[Any]], bool] | None:
+    """One accept check for a whole list of parsed envelope lines: true when every
+    line is an object with exactly one key, a key of ``validators``, whose value
+    is an object that key's validator accepts. It is never looser than checking
+    line by line; lines it refuses are then judged one by one.
+
+    None unless the backend is jsonschema-rs: one call per list saves its per-call
+    cost, while fastjsonschema would only compile the schemas a second time.
+    """
+    if (backend_name or _BACKEND) != "jsonschema-rs":
+        return None
+    line = {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": False,
+        "properties": {
+            key: {"allOf": [{"type": "object"}, validator.accepted_schema()]} for key, validator in validators.items()
+        },
+    }
+    return _accept_function({"type": "array", "items": line}, "jsonschema-rs")
 
 
 def _is_set(value: dict[str, Any]) -> bool:
