@@ -28,6 +28,8 @@ ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 #: fed to brotli per call.
 _SALVAGE_SLICE = 16
 _BROTLI_SLICE = 1024
+#: Compressed br input held for salvage before a second decoder takes it (see BrotliDecoder).
+_BROTLI_HOLD = 1 << 20
 #: Raw deflate is trusted once it has produced a newline or this many bytes;
 #: an error before that means the body was no deflate stream at all.
 _RAW_PROBE = 4096
@@ -369,17 +371,20 @@ class BrotliDecoder:
     """br, with the output of each call capped by ``output_buffer_limit``.
 
     brotli loses the output of a failing call and its state cannot be copied.
-    So a second decoder trails the first by one 1 KiB input slice: when a slice
-    fails (junk after the end of the stream, corruption), the trailing decoder,
-    which holds the state before that slice, takes the slice byte by byte and
-    hands on everything it decodes before the error. It doubles brotli's CPU
-    cost, and keeps every event decoded before an error.
+    So a second decoder trails the first: the 1 KiB input slices the first one
+    took are held (up to ``_BROTLI_HOLD`` bytes) before the trailing decoder
+    takes them all at once. When a slice fails (junk after the end of the
+    stream, corruption), the trailing decoder takes the held slices, then the
+    failing one byte by byte, and hands on everything decoded before the error.
+    A body of up to ``_BROTLI_HOLD`` compressed bytes is decoded once; a longer
+    one twice (brotli's CPU cost doubles) and never more than that is held.
     """
 
     def __init__(self) -> None:
         self._brotli = brotli.Decompressor()
         self._trailing = brotli.Decompressor()
-        self._behind = b""  # the slice the trailing decoder has not taken yet
+        self._held: list[bytes] = []  # slices the trailing decoder has not taken yet
+        self._held_size = 0
         self._started = False
 
     def decode(self, data: bytes, sink: Sink) -> None:
@@ -391,17 +396,22 @@ class BrotliDecoder:
                 _brotli_process(self._brotli, piece, counter)
             except (brotli.error, DecodeError):
                 raise self._salvage(piece, _Skipping(sink, counter.count)) from None
-            if self._behind:
-                _brotli_process(self._trailing, self._behind, _discard)
-            self._behind = piece
+            self._held.append(piece)
+            self._held_size += len(piece)
+            if self._held_size >= _BROTLI_HOLD:
+                self._catch_up()
+
+    def _catch_up(self) -> None:
+        """The trailing decoder takes the held slices (they decoded fine once)."""
+        held, self._held, self._held_size = self._held, [], 0
+        _brotli_process(self._trailing, b"".join(held), _discard)
 
     def _salvage(self, failed: bytes, sink: Sink) -> DecodeError:
         """Bring the trailing decoder up to ``failed``, then feed it byte by byte:
         hand on what it decodes, and say exactly what went wrong where (the same
         words however the body was cut)."""
         try:
-            if self._behind:
-                _brotli_process(self._trailing, self._behind, _discard)
+            self._catch_up()
             for byte in range(len(failed)):
                 _brotli_process(self._trailing, failed[byte : byte + 1], sink)
         except DecodeError as exc:

@@ -17,6 +17,7 @@ import pytest
 import zstandard
 
 import ndintake
+from ndintake._decode import _BROTLI_HOLD
 from conftest import (
     CODECS,
     INVALID_EVENT_LINES,
@@ -321,17 +322,19 @@ def _incompressible_body(events: int) -> bytes:
 
 
 @pytest.mark.parametrize("chunking", ["whole", "random", "1000"])
-def test_garbage_after_a_large_br_body_loses_no_events(chunking):
-    """Junk after the end of a brotli stream of more than 256 KiB (compressed):
-    every event before it still counts, for any chunking."""
-    body = _incompressible_body(3000)
+@pytest.mark.parametrize("count, compressed", [(3000, 256 * 1024), (12000, _BROTLI_HOLD)])
+def test_garbage_after_a_large_br_body_loses_no_events(chunking, count, compressed):
+    """Junk after the end of a brotli stream of more than 256 KiB, and of more
+    than the input held for salvage (compressed): every event before it still
+    counts, for any chunking."""
+    body = _incompressible_body(count)
     payload = brotli.compress(body, quality=4)
-    assert len(payload) > 256 * 1024
+    assert len(payload) > compressed
     payload += b"garbage!!"
     sizes = {"whole": None, "random": random_sizes(3, len(payload), max_size=5000), "1000": 1000}[chunking]
     result, events = run(payload, "br", sizes)
     check_invariants(result, events)
-    assert (result.status, result.accepted, len(events)) == (500, 3000, 3000)
+    assert (result.status, result.accepted, len(events)) == (500, count, count)
     assert result.fatal.message.startswith("cannot handle stream: ")
 
 
