@@ -1,0 +1,84 @@
+"""The batch fast path (one parse and one check per decoded piece) decides every
+line exactly as the line-by-line path does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ndintake
+from ndintake._envelope import EnvelopeReader
+
+DATA = Path(__file__).parent / "data" / "apm-server"
+METADATA = b'{"metadata": {"service": {"name": "svc", "agent": {"name": "python", "version": "1.0"}}}}'
+
+
+def _upstream_lines() -> list[bytes]:
+    """Every line after the first of the upstream payloads (valid, invalid, v2 and v3)."""
+    lines = set()
+    for path in sorted(DATA.glob("intake-v*/*.ndjson")):
+        lines.update(path.read_bytes().split(b"\n")[1:])
+    return sorted(lines)
+
+
+CRAFTED = [
+    b"",
+    b"   ",
+    b'{"span": {}}',
+    b'{"metricset": {"samples": null}}',
+    b'{"log": {"message": null}}',
+    b'{"log": {"message": "hi"}, "span": {}}',  # two keys: the first decides
+    b'{"transaction": null}',
+    b'{"transaction": []}',
+    b'{"unknown": {}}',
+    b"{}",
+    b"[]",
+    b'{"log": {"message": "x"}} trailing',
+    b'{"log": {"message": "\xff"}}',
+    b'{"log": {"message": "' + b"x" * 4000 + b'"}}',
+]
+LINES = _upstream_lines() + CRAFTED
+
+
+def _run(body: bytes, chunk: int) -> tuple[object, list[tuple[str, object, bytes, int, bool]]]:
+    events: list[ndintake.Event] = []
+    stream = ndintake.IntakeStream(sink=events.extend, limits=ndintake.Limits(max_event_size=3000))
+    for start in range(0, len(body), chunk):
+        stream.feed(body[start : start + chunk])
+    result = stream.close()
+    summary = (result.status, result.accepted, result.invalid, result.dropped, result.errors)
+    return summary, [(e.kind, e.data, e.raw, e.line, e.abbreviated) for e in events]
+
+
+@pytest.fixture
+def line_by_line(monkeypatch: pytest.MonkeyPatch):
+    """Run a body with the batch path switched off."""
+
+    def run(body: bytes, chunk: int):
+        with monkeypatch.context() as patch:
+            patch.setattr(EnvelopeReader, "_take_batch", lambda self, lines: False)
+            return _run(body, chunk)
+
+    return run
+
+
+def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = []
+    original = EnvelopeReader._take_batch
+    monkeypatch.setattr(EnvelopeReader, "_take_batch", lambda self, lines: taken.append(original(self, lines)) or taken[-1])
+    body = (DATA / "intake-v2" / "events.ndjson").read_bytes()
+    assert ndintake.validate(body).status == 202
+    assert taken and all(taken)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    picks=st.lists(st.sampled_from(LINES), min_size=1, max_size=40),
+    chunk=st.sampled_from([7, 200, 1000, 1 << 16]),
+)
+def test_same_result_with_and_without_batches(line_by_line, picks: list[bytes], chunk: int) -> None:
+    body = b"\n".join([METADATA, *picks]) + b"\n"
+    assert _run(body, chunk) == line_by_line(body, chunk)
