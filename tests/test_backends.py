@@ -38,7 +38,20 @@ def _samples() -> list[tuple[str, Any]]:
     return list(unique.values())
 
 
+def _corpus() -> list[tuple[str, Any]]:
+    """(key, object) for every line of a slice of the benchmark's realistic corpus."""
+    from benchmarks.corpus import realistic
+
+    pairs = []
+    for line in realistic(400_000).splitlines():
+        obj = orjson.loads(line)
+        key = next(iter(obj))
+        pairs.append((key, obj[key]))
+    return pairs
+
+
 SAMPLES = _samples()
+CORPUS = _corpus()
 
 
 def _validator(key: str) -> Any:
@@ -66,6 +79,12 @@ def test_same_decision_on_reference_data(index: int) -> None:
     assert rs == fjs
 
 
+def test_same_decision_on_the_benchmark_corpus() -> None:
+    """The benchmark corpus is valid: both backends accept every line of it."""
+    assert {key for key, _ in CORPUS} >= {"metadata", "transaction", "span", "error", "metricset", "log"}
+    assert {(key, _decisions(key, value)) for key, value in CORPUS} == {(key, (True, True)) for key, _ in CORPUS}
+
+
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [prefix]
     if isinstance(value, dict):
@@ -77,21 +96,8 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-REPLACEMENTS = st.sampled_from(
-    [None, 0, -1, 1.5, 10**20, True, "", "x" * 1025, "a*b", [], {}, ["x"], {"k": "v"}, "DROP"]
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.integers(min_value=0, max_value=len(SAMPLES) - 1), st.integers(min_value=0), REPLACEMENTS)
-def test_same_decision_on_mutated_events(index: int, where: int, replacement: Any) -> None:
-    """One field of a real event replaced (or dropped): both backends still agree."""
-    key, value = SAMPLES[index]
-    value = copy.deepcopy(value)
-    paths = [p for p in _paths(value) if p]
-    if not paths:
-        return
-    path = paths[where % len(paths)]
+def mutate(value: Any, path: tuple[Any, ...], replacement: Any) -> None:
+    """Replace the field at ``path`` in place (``"DROP"``: delete it)."""
     parent = value
     for step in path[:-1]:
         parent = parent[step]
@@ -99,5 +105,22 @@ def test_same_decision_on_mutated_events(index: int, where: int, replacement: An
         del parent[path[-1]]
     else:
         parent[path[-1]] = replacement
+
+
+REPLACEMENTS = st.sampled_from(
+    [None, 0, -1, 1.5, 10**20, True, "", "x" * 1025, "a*b", [], {}, ["x"], {"k": "v"}, "DROP"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(SAMPLES + CORPUS), st.integers(min_value=0), REPLACEMENTS)
+def test_same_decision_on_mutated_events(sample: tuple[str, Any], where: int, replacement: Any) -> None:
+    """One field of a real or benchmark event replaced (or dropped): both backends still agree."""
+    key, value = sample
+    value = copy.deepcopy(value)
+    paths = [p for p in _paths(value) if p]
+    if not paths:
+        return
+    mutate(value, paths[where % len(paths)], replacement)
     rs, fjs = _decisions(key, value)
     assert rs == fjs, (key, path, replacement)

@@ -3,14 +3,17 @@ line exactly as the line-by-line path does."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ndintake
 from ndintake._envelope import EnvelopeReader
+from test_backends import REPLACEMENTS, _paths, mutate
 
 DATA = Path(__file__).parent / "data" / "apm-server"
 METADATA = b'{"metadata": {"service": {"name": "svc", "agent": {"name": "python", "version": "1.0"}}}}'
@@ -40,7 +43,14 @@ CRAFTED = [
     b'{"log": {"message": "\xff"}}',
     b'{"log": {"message": "' + b"x" * 4000 + b'"}}',
 ]
-LINES = _upstream_lines() + CRAFTED
+def _corpus_lines() -> list[bytes]:
+    """Some events of the benchmark's realistic corpus."""
+    from benchmarks.corpus import realistic
+
+    return realistic(60_000).split(b"\n")[1:]
+
+
+LINES = _upstream_lines() + CRAFTED + _corpus_lines()
 
 
 def _run(body: bytes, chunk: int) -> tuple[object, list[tuple[str, object, bytes, int, bool]]]:
@@ -82,3 +92,31 @@ def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatc
 def test_same_result_with_and_without_batches(line_by_line, picks: list[bytes], chunk: int) -> None:
     body = b"\n".join([METADATA, *picks]) + b"\n"
     assert _run(body, chunk) == line_by_line(body, chunk)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    picks=st.lists(st.sampled_from(LINES), min_size=1, max_size=12),
+    at=st.integers(min_value=0),
+    where=st.integers(min_value=0),
+    replacement=REPLACEMENTS,
+)
+def test_same_result_with_a_mutated_event(line_by_line, picks: list[bytes], at: int, where: int, replacement) -> None:
+    """One field of one event replaced or dropped, among other lines."""
+    parsed = [orjson.loads(line) for line in picks if _is_event(line)]
+    if not parsed:
+        return
+    target = parsed[at % len(parsed)]
+    paths = [path for path in _paths(target) if len(path) > 1]
+    if paths:
+        mutate(target, paths[where % len(paths)], replacement)
+    body = b"\n".join([METADATA, *(json.dumps(obj).encode() for obj in parsed)]) + b"\n"
+    assert _run(body, 1 << 16) == line_by_line(body, 1 << 16)
+
+
+def _is_event(line: bytes) -> bool:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return type(obj) is dict and len(obj) == 1 and type(next(iter(obj.values()))) is dict
