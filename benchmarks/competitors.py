@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,9 +82,18 @@ def chunked(data: bytes, size: int = CHUNK) -> list[bytes]:
 # -- shared streaming helpers for the non-ndintake pipelines ---------------
 
 
-def zstd_pieces(chunks: list[bytes]) -> Iterator[bytes]:
-    """Decompressed pieces of a zstd body given as chunks."""
-    decompress = zstandard.ZstdDecompressor().decompressobj().decompress
+def decoded_pieces(chunks: list[bytes], codec: str = "zstd") -> Iterator[bytes]:
+    """Decompressed pieces of a body coded with ``codec``, given as chunks (no limits:
+    these pipelines trust the body)."""
+    if codec == "identity":
+        yield from chunks
+        return
+    if codec == "gzip":
+        decompress = zlib.decompressobj(31).decompress
+    elif codec == "br":
+        decompress = brotli.Decompressor().process
+    else:
+        decompress = zstandard.ZstdDecompressor().decompressobj().decompress
     for chunk in chunks:
         piece = decompress(chunk)
         if piece:
@@ -123,24 +133,32 @@ def _first_kind(obj: Any) -> str:
 # -- the pipelines -----------------------------------------------------------
 
 
-def ceiling() -> Pipeline:
+def parse_only(codec: str = "zstd") -> Pipeline:
+    """Decode, split, ``orjson.loads``, no validation. The zstd one is the ceiling every
+    pipeline is compared with; the others are each ndintake codec's own baseline."""
     loads = orjson.loads
 
     def run(chunks: list[bytes]) -> int:
         count = 0
-        for line in lines_of(zstd_pieces(chunks)):
+        for line in lines_of(decoded_pieces(chunks, codec)):
             if line:
                 loads(line)
                 count += 1
         return count - 1  # the metadata line
 
+    if codec == "zstd":
+        name = "ceiling: zstd + orjson, no validation"
+        role = "The upper bound for any Python pipeline built on orjson."
+    else:
+        name = f"parse-only [{codec}]"
+        role = f"The baseline of ndintake [{codec}]: what decoding this coding costs before any validation."
     return Pipeline(
-        "ceiling: zstd + orjson, no validation",
-        "zstd",
-        "zstd decompression, split on \\n, orjson.loads of every line; no validation at all. "
-        "The upper bound for any Python pipeline built on orjson.",
+        name,
+        codec,
+        f"{codec} decoding, split on \\n, orjson.loads of every line; no validation at all. {role}",
         run,
-        ceiling=True,
+        ceiling=codec == "zstd",
+        tags={"parse_only": codec},
     )
 
 
@@ -165,6 +183,7 @@ def ndintake_pipeline(codec: str, max_body_size: int) -> Pipeline:
         "with the 300 KiB line cap, orjson, jsonschema-rs accept check (fastjsonschema for refusals), APM Server's "
         "rules; an Event per accepted line, handed to a sink per decoded piece.",
         run,
+        tags={"against": codec},
     )
 
 
@@ -238,7 +257,7 @@ def _is_valid_loop(
     metadata = validators["metadata"]
 
     def run(chunks: list[bytes]) -> int:
-        lines = lines_of(zstd_pieces(chunks))
+        lines = lines_of(decoded_pieces(chunks))
         try:
             obj = loads(next(lines))
             if not metadata(obj["metadata"]):
@@ -294,7 +313,8 @@ def make_pipelines(max_body_size: int) -> list[Pipeline]:
     """All pipelines, ceiling first, naive last. Schemas are compiled here, not in ``run``."""
     schemas = load_schemas()
     return [
-        ceiling(),
+        parse_only("zstd"),
+        *(parse_only(codec) for codec in CODECS if codec != "zstd"),
         *(ndintake_pipeline(codec, max_body_size) for codec in CODECS),
         orjson_fastjsonschema(schemas),
         ijson_fastjsonschema(schemas),

@@ -246,6 +246,7 @@ def bench_corpus(
         return found[0].mb_s if found else None
 
     ceiling, naive = rate("ceiling"), rate("naive")
+    parse_only = {o.pipeline.tags["parse_only"]: o.mb_s for o in outcomes if "parse_only" in o.pipeline.tags and o.times}
     results = []
     for outcome in outcomes:
         p = outcome.pipeline
@@ -274,6 +275,9 @@ def bench_corpus(
                 vs_ceiling=round(outcome.mb_s / ceiling, 4) if ceiling else None,
                 vs_naive=round(outcome.mb_s / naive, 3) if naive else None,
             )
+            baseline = parse_only.get(p.tags.get("against", ""))
+            if baseline:
+                entry["vs_parse_only"] = round(outcome.mb_s / baseline, 4)
         results.append(entry)
     return {"info": info, "results": results}
 
@@ -435,7 +439,7 @@ def format_report(report: dict[str, Any]) -> str:
             )
         header = (
             f"  {'pipeline':<40} {'input':<8} {'MB/s':>8} {'events/s':>11} {'median s':>9} {'IQR':>6} "
-            f"{'vs ceiling':>10} {'vs naive':>9} {'accepted':>9}"
+            f"{'vs ceiling':>10} {'vs naive':>9} {'accepted':>9} {'vs parse-only':>13}"
         )
         out.append(header)
         out.append("  " + "-" * (len(header) - 2))
@@ -448,7 +452,7 @@ def format_report(report: dict[str, Any]) -> str:
             out.append(
                 f"  {r['pipeline'] + star:<40} {r['codec']:<8} {_rate(r['mb_s']):>8} {r['events_s']:>11,} "
                 f"{r['median_s']:>9.3f} {r['iqr']:>6.0%} {_ratio(r['vs_ceiling']):>10} "
-                f"{_ratio(r['vs_naive']):>9} {r['accepted']:>9,}{mark}"
+                f"{_ratio(r['vs_naive']):>9} {r['accepted']:>9,} {_ratio(r.get('vs_parse_only')):>13}{mark}"
             )
         sliced = [r for r in results if r["sliced"] and "mb_s" in r]
         for r in sliced:
