@@ -87,7 +87,7 @@ class EnvelopeReader:
             key: (v.kind, v.accept(), profile.special.get(key), key in profile.abbreviated)
             for key, v in profile.events.items()
         }
-        self._lines_accept = lines_accept(profile.events)
+        self._lines_accept = lines_accept(tuple(profile.events.items()))
         self._batching = self._lines_accept is not None
 
     def feed(self, piece: bytes) -> None:

@@ -163,11 +163,15 @@ class Validator:
 _SOME_FIELD_SET = {"not": {"additionalProperties": {"type": "null"}}}
 
 
-def lines_accept(validators: dict[str, Validator], backend_name: str | None = None) -> Callable[[list[Any]], bool] | None:
+@cache
+def lines_accept(
+    validators: tuple[tuple[str, Validator], ...], backend_name: str | None = None
+) -> Callable[[list[Any]], bool] | None:
     """One accept check for a whole list of parsed envelope lines: true when every
-    line is an object with exactly one key, a key of ``validators``, whose value
-    is an object that key's validator accepts. It is never looser than checking
-    line by line; lines it refuses are then judged one by one.
+    line is an object with exactly one key, a key of ``validators`` (``(key,
+    validator)`` pairs), whose value is an object that key's validator accepts.
+    It is never looser than checking line by line; lines it refuses are then
+    judged one by one. Compiled once per set of validators.
 
     None unless the backend is jsonschema-rs: one call per list saves its per-call
     cost, while fastjsonschema would only compile the schemas a second time.
@@ -180,7 +184,7 @@ def lines_accept(validators: dict[str, Validator], backend_name: str | None = No
         "maxProperties": 1,
         "additionalProperties": False,
         "properties": {
-            key: {"allOf": [{"type": "object"}, validator.accepted_schema()]} for key, validator in validators.items()
+            key: {"allOf": [{"type": "object"}, validator.accepted_schema()]} for key, validator in validators
         },
     }
     return _accept_function({"type": "array", "items": line}, "jsonschema-rs")

@@ -84,6 +84,11 @@ def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatc
     assert taken and all(taken)
 
 
+def test_the_batch_check_is_compiled_once() -> None:
+    first, second = ndintake.IntakeStream(), ndintake.IntakeStream(profile="rum")
+    assert first._reader._lines_accept is second._reader._lines_accept
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     picks=st.lists(st.sampled_from(LINES), min_size=1, max_size=40),
