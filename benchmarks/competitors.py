@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import brotli
 import orjson
 import zstandard
+from zlib_ng import zlib_ng
 
 import ndintake
 
@@ -88,8 +88,8 @@ def decoded_pieces(chunks: list[bytes], codec: str = "zstd") -> Iterator[bytes]:
     if codec == "identity":
         yield from chunks
         return
-    if codec == "gzip":
-        decompress = zlib.decompressobj(31).decompress
+    if codec == "gzip":  # with the inflate ndintake uses (zlib-ng), to compare like with like
+        decompress = zlib_ng.decompressobj(31).decompress
     elif codec == "br":
         decompress = brotli.Decompressor().process
     else:

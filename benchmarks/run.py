@@ -43,6 +43,7 @@ PACKAGES = (
     "ijson",
     "zstandard",
     "brotli",
+    "zlib-ng",
     "matplotlib",
 )
 

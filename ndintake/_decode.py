@@ -8,11 +8,15 @@ time to inflate up to the body limit, never more.
 
 from __future__ import annotations
 
-import zlib
 from typing import Callable, Protocol
 
 import brotli
 import zstandard
+
+try:  # zlib-ng: the same API and messages as zlib, inflating about 1.7x faster
+    from zlib_ng import zlib_ng as zlib
+except ImportError:  # pragma: no cover - depends on the platform's wheels
+    import zlib  # type: ignore[no-redef]
 
 from ._errors import DecodeError
 

@@ -604,3 +604,16 @@ def test_bomb_of_zeros_as_metadata_is_400_quickly():
     assert error.fatal
     assert elapsed < 2.0
     assert peak < 16 * MIB, peak
+
+
+@pytest.mark.parametrize("codec", ["gzip", "deflate-zlib", "deflate-raw"])
+def test_stdlib_zlib_fallback_gives_the_same_results(codec, monkeypatch):
+    """Where zlib-ng cannot be installed, the standard library's zlib takes its
+    place: same results, same messages, intact and corrupt alike."""
+    import ndintake._decode as decode
+
+    payload, declared = encode(errors_body(), codec)
+    cases = [payload, payload[:-5]] + [_flip(payload, i) for i in range(len(payload) // 3, len(payload) - 2, 53)]
+    with_ng = [summary(run(case, declared, 7)[0]) for case in cases]
+    monkeypatch.setattr(decode, "zlib", zlib)
+    assert [summary(run(case, declared, 7)[0]) for case in cases] == with_ng
