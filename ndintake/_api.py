@@ -100,7 +100,8 @@ async def validate_async(
                 await outcome
 
     async for chunk in chunks:
-        await deliver(stream.feed(chunk))
+        for events in stream.feed_paced(chunk):
+            await deliver(events)
         if stream.finished:
             break
     result = stream.close()

@@ -331,10 +331,11 @@ class Exchange:
                 return self._timeout()
             if chunk is None:
                 break
-            ready = batcher.add(stream.feed(chunk))
-            if stream.finished:  # a fatal error in the body: what was read before it still goes
-                ready += batcher.flush()
-            yield from self._deliver(ready, batcher)
+            for events in stream.feed_paced(chunk):  # bounded, however much the chunk inflates
+                ready = batcher.add(events)
+                if stream.finished:  # a fatal error in the body: what was read before it still goes
+                    ready += batcher.flush()
+                yield from self._deliver(ready, batcher)
         result = stream.close()
         yield from self._deliver(batcher.add(result.final_events) + batcher.flush(), batcher)
         if self._expired():

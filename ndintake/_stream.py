@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ._decode import make_decoder
 from ._envelope import text
@@ -12,6 +12,12 @@ from ._event import Event
 from ._limits import Limits
 from ._profiles import get_profile
 from ._result import MAX_EVENT_ERRORS, IntakeResult
+
+
+#: ``feed_paced`` cuts chunks so that each step decodes about this much.
+PACE_TARGET = 256 * 1024
+_PACE_MIN = 256  # smallest step, in input bytes
+_PACE_GROWTH = 16  # a step is at most this many times the last one
 
 
 class IntakeStream:
@@ -58,6 +64,7 @@ class IntakeStream:
         self._size = 0
         self.out: list[Event] = []  # events accepted during the current feed/close
         self._result: IntakeResult | None = None
+        self._pace = _PACE_MIN  # the next feed_paced step, in input bytes
 
     @property
     def finished(self) -> bool:
@@ -81,6 +88,25 @@ class IntakeStream:
         if self._fatal is not None or not data:
             return []
         return self._run(self._decoder.decode, data)
+
+    def feed_paced(self, data: bytes) -> Iterator[list[Event]]:
+        """Like :meth:`feed`, in steps: yields the events of each part of ``data``
+        (a list, maybe empty), cut so that a step decodes about ``PACE_TARGET``
+        bytes (a few MiB at most) however much the body inflates. For callers who
+        cannot take events inside ``feed()`` (an async sink): memory stays bounded
+        when one small compressed chunk holds a great many events. Stops early
+        once the stream is finished (a fatal error, or ``fail()`` between steps).
+        """
+        start, size = 0, len(data)
+        while start < size and self._fatal is None:
+            step = self._pace
+            part = data if start == 0 and step >= size else data[start : start + step]
+            before = self._size
+            events = self.feed(part)
+            start += len(part)
+            fits = len(part) * PACE_TARGET // max(self._size - before, 1)
+            self._pace = max(_PACE_MIN, min(fits, len(part) * _PACE_GROWTH))
+            yield events
 
     def close(self) -> IntakeResult:
         """End of body: finish decoding, take the last line, and return the result."""

@@ -18,6 +18,7 @@ from ndintake.server import (
     Authenticator,
     Deliver,
     Intake,
+    Response,
     RateLimiter,
     Sleep,
     TokenBucket,
@@ -626,3 +627,34 @@ def test_prodlytics_bad_item_and_batches() -> None:
     array = b"[" + b",".join([ITEM] * 25) + b"]"
     many = drive(Intake(sink=sink), request(path="/api/v2/prodlytics", headers=JSON), cut(array, 333))
     assert many.response.status == 202 and sink.sizes == [10, 10, 5]
+
+
+def test_a_chunk_that_inflates_a_lot_is_delivered_in_bounded_steps() -> None:
+    """One 64 KiB gzip chunk holding ~15 MB of valid events: batches go out while
+    it is decoded, so the request never holds all its events at once."""
+    import gzip
+    import tracemalloc
+
+    line = b'{"log": {"message": "' + b"m" * 150 + b'"}}\n'
+    events = line * (15_000_000 // len(line))
+    body = gzip.compress(ERRORS.split(b"\n", 1)[0] + b"\n" + events, compresslevel=9)
+    assert len(body) < 64 * 1024
+    delivered = []
+    intake = Intake(sink=lambda batch: delivered.append(len(batch)))
+    exchange = intake.exchange(request(headers={**NDJSON, "Content-Encoding": "gzip"}))
+    chunks = iter([body])
+    tracemalloc.start()
+    try:
+        step = exchange.step()
+        while not isinstance(step, Response):  # drive() keeps every effect: not here
+            if step is READ:
+                step = exchange.step(next(chunks, None))
+            else:
+                intake.sink(step.batch)
+                step = exchange.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert step.status == 202
+    assert sum(delivered) == events.count(b"\n") == exchange.result.accepted
+    assert peak < 24 * 1024 * 1024, peak  # holding them all takes about 60 MB

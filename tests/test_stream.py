@@ -578,3 +578,56 @@ def test_helpers_pass_options():
     result = ndintake.validate(errors_body(), limits=ndintake.Limits(max_event_size=10))
     assert result.errors[0].document == '{"metadata'
     assert ndintake.validate(gzip.compress(errors_body()), content_encoding="gzip").accepted == 5
+
+
+def _inflating_body(megabytes: int) -> bytes:
+    """A gzip body of valid events that inflates about 1000 times."""
+    line = b'{"log": {"message": "' + b"m" * 150 + b'"}}\n'
+    events = line * (megabytes * 1_000_000 // len(line))
+    return gzip.compress(metadata_line() + b"\n" + events, compresslevel=9)
+
+
+def test_feed_paced_gives_what_feed_gives() -> None:
+    for body in (_inflating_body(4), gzip.compress(errors_body()), errors_body()):
+        whole = ndintake.IntakeStream()
+        expected = whole.feed(body)
+        paced = ndintake.IntakeStream()
+        steps = list(paced.feed_paced(body))
+        assert [e.line for step in steps for e in step] == [e.line for e in expected]
+        assert summary(paced.close()) == summary(whole.close())
+
+
+def test_feed_paced_decodes_a_bounded_amount_per_step() -> None:
+    body = _inflating_body(8)
+    assert len(body) < 64 * 1024  # one chunk as a server receives it
+    stream = ndintake.IntakeStream()
+    decoded, sizes = 0, []
+    for _ in stream.feed_paced(body):
+        sizes.append(stream._size - decoded)
+        decoded = stream._size
+    assert decoded > 7_000_000
+    assert max(sizes) <= 4 * 1024 * 1024, max(sizes)
+    assert stream.close().accepted > 40_000
+
+
+def test_feed_paced_stops_when_failed_between_steps() -> None:
+    stream = ndintake.IntakeStream()
+    steps = stream.feed_paced(_inflating_body(8))
+    next(steps)
+    stream.fail(503, "queue is full")
+    assert list(steps) == []
+    assert stream.close().status == 503
+
+
+def test_validate_async_hands_on_a_big_chunk_in_steps() -> None:
+    sizes: list[int] = []
+
+    async def chunks():
+        yield _inflating_body(8)
+
+    async def sink(events):
+        sizes.append(len(events))
+
+    result = asyncio.run(ndintake.validate_async(chunks(), sink=sink))
+    assert result.status == 202 and sum(sizes) == result.accepted
+    assert len(sizes) > 10 and max(sizes) < result.accepted // 5
