@@ -125,16 +125,19 @@ def drive(
     *,
     between: Callable[[int], None] | None = None,
     clock: FakeClock | None = None,
+    record: bool = True,
 ) -> Outcome:
     """Run an exchange with a synchronous test driver. ``between(i)`` runs before
-    the reply to the i-th READ; a Sleep advances ``clock`` when given."""
+    the reply to the i-th READ; a Sleep advances ``clock`` when given. With
+    ``record=False`` the effects (and the batches they carry) are not kept."""
     exchange = intake.exchange(req)
     effects: list[Any] = []
     pieces = iter(chunks)
     reads = 0
     step = exchange.step()
     while not isinstance(step, Response):
-        effects.append(step)
+        if record:
+            effects.append(step)
         if step is READ:
             if between is not None:
                 between(reads)
