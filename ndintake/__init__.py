@@ -31,6 +31,7 @@ __all__ = [
     "Limits",
     "NdintakeError",
     "QueueFull",
+    "SinkUnavailable",
     "backend",
     "facets",
     "validate",

@@ -62,3 +62,11 @@ class DecodeError(Exception):
         super().__init__(message)
         self.at_header = at_header
         self.status = status
+
+
+class SinkUnavailable(Exception):
+    """Raised by a sink that cannot reach where it writes (a broker that is
+    down or unreachable, a disk that refuses the write), after its bounded
+    retries. The server answers 503 and the batch is not counted; the cause is
+    logged. Unlike :class:`QueueFull`, the message says the output is down.
+    """

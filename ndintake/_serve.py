@@ -11,7 +11,7 @@ from typing import Any
 from ._auth import Authenticator
 from ._http import DEFAULT_TIMEOUT
 from ._ratelimit import RateLimiter
-from ._sinks import open_sink
+from .sinks import open_sink
 
 MISSING_UVICORN = "ndintake serve needs uvicorn: pip install 'ndintake[server]'"
 

@@ -3,7 +3,7 @@ the WSGI app (:mod:`ndintake.wsgi`): their hooks, and the sans-I/O request
 handling they share (:class:`Intake`, :class:`Exchange`), for other drivers."""
 
 from ._auth import Authenticator, AuthOutcome
-from ._errors import QueueFull
+from ._errors import QueueFull, SinkUnavailable
 from ._hooks import Batch, Sink, offer
 from ._http import (
     BATCH_LINES,
@@ -19,7 +19,7 @@ from ._http import (
 )
 from ._ratelimit import RateLimiter, TokenBucket
 from ._responses import SERVER_VERSION, Response
-from ._sinks import JsonLinesSink, open_sink
+from .sinks import JsonLinesSink, open_sink
 
 __all__ = [
     "BATCH_LINES",
@@ -34,6 +34,7 @@ __all__ = [
     "Intake",
     "JsonLinesSink",
     "QueueFull",
+    "SinkUnavailable",
     "RateLimiter",
     "Request",
     "Response",

@@ -38,13 +38,19 @@ def test_jsonl_sink_writes_one_line_per_event(tmp_path: Path) -> None:
 def test_jsonl_sink_appends_and_leaves_foreign_files_open(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text('{"kind": "old"}\n')
-    event = ndintake.Event("prodlytics", {"big": 2**70, "s": "é"}, b"{}", 0)
+    event = ndintake.Event("prodlytics", {"big": 2**63 - 1, "s": "é"}, b"{}", 0)
     sink = JsonLinesSink(path)
-    sink(Batch([event], profile="prodlytics"))
+    sink(Batch([event], profile="prodlytics", path="/api/v2/prodlytics"))
     sink.close()
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
-    assert json.loads(lines[1]) == {"kind": "prodlytics", "line": 0, "data": {"big": 2**70, "s": "é"}}
+    assert json.loads(lines[1]) == {
+        "kind": "prodlytics",
+        "profile": "prodlytics",
+        "route": "/api/v2/prodlytics",
+        "line": 0,
+        "data": {"big": 2**63 - 1, "s": "é"},
+    }
     buffer = io.BytesIO()
     foreign = JsonLinesSink(buffer)
     foreign(Batch([event]))
@@ -59,7 +65,7 @@ def test_open_sink_spellings(tmp_path: Path) -> None:
     target = open_sink(f"jsonl:{tmp_path / 'x.jsonl'}")
     assert isinstance(target, JsonLinesSink)
     target.close()
-    for bad in ("jsonl:", "kafka:topic", "file.jsonl"):
+    for bad in ("jsonl:", "kafka:topic", "file.jsonl", f"jsonl:{tmp_path / 'y'}?fsync=2", f"jsonl:{tmp_path / 'y'}?nope=1"):
         with pytest.raises(ValueError):
             open_sink(bad)
 

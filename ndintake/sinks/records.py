@@ -1,0 +1,113 @@
+"""What a sink writes: one record per accepted event, or one replayable body per batch.
+
+Every sink (JSON Lines, Redis Streams, NATS JetStream, Kafka) writes the same
+bytes, so consumers read every destination alike:
+
+- **event records** (the default): one JSON object per accepted event,
+  ``{"kind", "profile", "route", "line", "data", "metadata"}``. ``data`` is the
+  event in its long-key (intake v2) form, RUM v3 events expanded
+  (:meth:`ndintake.Event.expanded`); ``metadata`` is the request's metadata
+  line, also in long-key form, left out for prodlytics.
+- **batch bodies** (``format=batch``): one message per batch that is itself a
+  valid intake body: for the APM profiles an NDJSON body whose first line is
+  ``{"metadata": ...}`` and whose other lines are ``{"<kind>": {...}}`` (v2
+  form), replayable into APM Server or ndintake; for prodlytics a JSON array
+  of the items.
+
+Each message also has a **deduplication key** (:func:`event_key`,
+:func:`batch_key`): a digest of the request's metadata, the line number and the
+event's bytes, so the same body sent again gives the same keys (a retried
+request is recognised by brokers that deduplicate, such as JetStream with
+``Nats-Msg-Id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+
+from .._event import Event
+from .._hooks import Batch
+
+#: The two record formats a sink URL may ask for (``format=``).
+Format = Literal["event", "batch"]
+FORMATS: tuple[Format, ...] = ("event", "batch")
+
+
+def event_record(event: Event, batch: Batch) -> dict[str, Any]:
+    """One accepted event as a record (see the module docstring)."""
+    record: dict[str, Any] = {
+        "kind": event.kind,
+        "profile": batch.profile,
+        "route": batch.path,
+        "line": event.line,
+        "data": event.expanded(),
+    }
+    if batch.metadata is not None:
+        record["metadata"] = batch.metadata
+    return record
+
+
+def encode_event(event: Event, batch: Batch) -> bytes:
+    """:func:`event_record` as compact JSON (no newline)."""
+    return orjson.dumps(event_record(event, batch))
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """The batch as one replayable intake body (see the module docstring); APM
+    bodies end with a newline."""
+    if batch.metadata is None:
+        return orjson.dumps([event.data for event in batch])
+    lines = [orjson.dumps({"metadata": batch.metadata})]
+    lines.extend(orjson.dumps({event.kind: event.expanded()}) for event in batch)
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
+def event_key(event: Event, batch: Batch) -> str:
+    """The event's deduplication key: 32 hex digits, the same whenever the same
+    body is sent to the same route again."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(batch.path.encode())
+    digest.update(b"\n%d\n" % event.line)
+    if batch.metadata is not None:
+        digest.update(orjson.dumps(batch.metadata, option=orjson.OPT_SORT_KEYS))
+    digest.update(b"\n")
+    digest.update(event.raw)
+    if event.parent is not None:  # a RUM v3 span or metricset: its place in the transaction's line
+        digest.update(b"\n%d" % id_in_parent(event))
+    return digest.hexdigest()
+
+
+def id_in_parent(event: Event) -> int:
+    """Where a RUM v3 span or metricset sits in its transaction (its index in
+    ``y`` or ``me``), so the events of one ``x`` line get distinct keys."""
+    assert event.parent is not None
+    members = event.parent.get("y" if event.kind == "span" else "me") or []
+    for index, member in enumerate(members):
+        if member is event.data:
+            return index
+    return -1
+
+
+def batch_key(body: bytes) -> str:
+    """A ``format=batch`` message's deduplication key (digest of its body)."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def partition_key(record: dict[str, Any]) -> bytes | None:
+    """Which partition an :func:`event_record` belongs to: its trace id when it
+    has one (a trace stays on one partition), else the service name (the
+    metadata's, else the event's own), else None."""
+    data = record["data"]
+    trace_id = data.get("trace_id")
+    if isinstance(trace_id, str) and trace_id:
+        return trace_id.encode()
+    for holder in (record.get("metadata"), data):
+        service = holder.get("service") if isinstance(holder, dict) else None
+        name = service.get("name") if isinstance(service, dict) else None
+        if isinstance(name, str) and name:
+            return name.encode()
+    return None
