@@ -76,8 +76,8 @@ def event_key(event: Event, batch: Batch) -> str:
         digest.update(orjson.dumps(batch.metadata, option=orjson.OPT_SORT_KEYS))
     digest.update(b"\n")
     digest.update(event.raw)
-    if event.parent is not None:  # a RUM v3 span or metricset: its place in the transaction's line
-        digest.update(b"\n%d" % id_in_parent(event))
+    if event.parent is not None:  # a RUM v3 span or metricset: its kind and place in the transaction's line
+        digest.update(b"\n%s %d" % (event.kind.encode(), id_in_parent(event)))
     return digest.hexdigest()
 
 
