@@ -64,6 +64,11 @@ def batches(name: str = "intake-v2/events.ndjson", *, profile: str = "apm", path
     ]
 
 
+def copies(batch: Batch, n: int) -> list[Batch]:
+    """``n`` copies of a batch under distinct routes (so distinct deduplication keys)."""
+    return [Batch(batch, profile=batch.profile, metadata=batch.metadata, path=f"{batch.path}/{i}") for i in range(n)]
+
+
 # -- probes --------------------------------------------------------------------
 
 
@@ -184,9 +189,8 @@ class Broker:
             raise
 
     def kill(self) -> None:
-        """SIGKILL, and wait until the port is closed."""
+        """SIGKILL (a frozen process dies too, without running again first)."""
         assert self.proc is not None
-        self.cont()
         self.proc.kill()
         self.proc.wait(10)
 

@@ -67,7 +67,7 @@ class JetStreamSink(BrokerSink):
     whose id it saw within the stream's duplicate window, 2 minutes by
     default, so a retried request is stored once; ``duplicates`` counts them),
     ``Ndintake-Kind``, ``Ndintake-Profile``, ``Ndintake-Route``. A batch's
-    messages are published without waiting, then all acks awaited.
+    messages are published together, then all acks awaited.
 
     The stream ``stream`` is used as it is when it exists; otherwise it is
     created (file storage, subjects: the template with ``*`` for each
@@ -105,7 +105,8 @@ class JetStreamSink(BrokerSink):
         self._js: Any = None
         self._ready = False  # connected and the stream checked
         self._lost: asyncio.Future[None] | None = None  # fails when the connection drops
-        self._connecting: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None  # connects, retrying forever
+        self._starting: asyncio.Task[None] | None = None  # waits a while for the first connection
         self._last_error = "not connected yet"
 
     @classmethod
@@ -128,11 +129,16 @@ class JetStreamSink(BrokerSink):
     async def start(self, wait: float = CONNECT_TIMEOUT) -> None:
         """Connect in the background and wait up to ``wait`` seconds for it.
         Never raises: an unreachable server is logged, the intake server starts
-        anyway and answers 503 until the connection is made."""
-        if self._connecting is None:
+        anyway and answers 503 until the connection is made. (A sink used
+        without ``start()`` starts at its first batch.)"""
+        if self._starting is None:
             self._connecting = asyncio.create_task(self._connect())
+            self._starting = asyncio.create_task(self._first_wait(self._connecting, wait))
+        await asyncio.shield(self._starting)
+
+    async def _first_wait(self, connecting: asyncio.Task[None], wait: float) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(self._connecting), wait)
+            await asyncio.wait_for(asyncio.shield(connecting), wait)
         except asyncio.TimeoutError:
             self.went_down(self._last_error)
 
@@ -150,7 +156,7 @@ class JetStreamSink(BrokerSink):
             reconnected_cb=self._on_connected,
             **self._connect_options,
         )
-        self._js = self._nc.jetstream(timeout=self.timeout, publish_async_max_pending=1 << 20)
+        self._js = self._nc.jetstream(timeout=self.timeout)
         await self._on_connected()
 
     async def _on_connected(self) -> None:
@@ -183,6 +189,8 @@ class JetStreamSink(BrokerSink):
         self._ready = True
 
     async def _send(self, messages: list[Message]) -> None:
+        if self._starting is None or not self._starting.done():  # the first batches wait for the first connection
+            await self.start()
         nc = self._nc
         if nc is None or not nc.is_connected or self._lost is None or self._lost.done():
             raise SinkUnavailable(f"{self.target}: not connected ({self._last_error})")
@@ -193,28 +201,39 @@ class JetStreamSink(BrokerSink):
                 raise SinkUnavailable(f"{self.target}: cannot find or create the stream: {exc!r}") from exc
         lost = self._lost
         try:
-            acks = [
-                await self._js.publish_async(
-                    self.subject(m.profile, m.kind),
-                    m.record,
-                    headers={
-                        "Nats-Msg-Id": m.key,
-                        "Ndintake-Kind": m.kind,
-                        "Ndintake-Profile": m.profile,
-                        "Ndintake-Route": m.route,
-                    },
+            # js.publish is a request per message; run together they are pipelined on the
+            # connection. (nats-py's publish_async loses JetStream's 503 errors, such as
+            # "maximum bytes exceeded", in its reply handler: its acks would only time out.)
+            done = asyncio.gather(
+                *(
+                    self._js.publish(
+                        self.subject(m.profile, m.kind),
+                        m.record,
+                        timeout=self.timeout,
+                        headers={
+                            "Nats-Msg-Id": m.key,
+                            "Ndintake-Kind": m.kind,
+                            "Ndintake-Profile": m.profile,
+                            "Ndintake-Route": m.route,
+                        },
+                    )
+                    for m in messages
                 )
-                for m in messages
-            ]
-            done = asyncio.ensure_future(asyncio.gather(*acks))
+            )
+            done.add_done_callback(_retrieve)  # a cancelled gather reports CancelledError as its exception
             try:
                 await asyncio.wait([done, lost], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 if not done.done():
                     done.cancel()
-            if not done.done():
-                lost.result()  # raises SinkUnavailable
+            failed = done.exception() if done.done() and not done.cancelled() else None
+            if not done.done() or done.cancelled() or isinstance(failed, asyncio.CancelledError):
+                if lost.done():
+                    lost.result()  # raises SinkUnavailable
+                raise SinkUnavailable(f"{self.target}: acks cancelled ({self._last_error})")
             pub_acks = done.result()
+        except asyncio.TimeoutError as exc:  # a request's own timeout (nats.errors.TimeoutError)
+            raise QueueFull(f"queue is full: no ack from {self.target} within {self.timeout:g} s") from exc
         except nats.js.errors.APIError as exc:
             if any(text in (exc.description or "") for text in _FULL):
                 raise QueueFull(f"queue is full: {self.target}: {exc.description}") from exc
@@ -229,7 +248,13 @@ class JetStreamSink(BrokerSink):
     async def aclose(self) -> None:
         """Wait (bounded) for the batches in flight, then disconnect."""
         await self.drain()
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
+        for task in (self._starting, self._connecting):
+            if task is not None and not task.done():
+                task.cancel()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
