@@ -195,8 +195,16 @@ class Broker:
         self.proc.wait(10)
 
     def freeze(self) -> None:
+        """SIGSTOP, and wait until the process is stopped (the signal lands asynchronously)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        wait_until(lambda: self.state() == "T", f"{self.name} to stop", 5)
+
+    def state(self) -> str:
+        """The process state letter from /proc (R, S, T...)."""
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0]
 
     def cont(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

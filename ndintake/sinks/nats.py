@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import string
 from typing import Any, Callable
 
@@ -15,7 +17,7 @@ try:
     import nats
     import nats.errors
     import nats.js.errors
-    from nats.js.api import StreamConfig
+    from nats.js.api import Header, StreamConfig
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"the NATS sink needs nats-py: pip install 'ndintake[nats]' ({exc})") from exc
 
@@ -67,7 +69,8 @@ class JetStreamSink(BrokerSink):
     whose id it saw within the stream's duplicate window, 2 minutes by
     default, so a retried request is stored once; ``duplicates`` counts them),
     ``Ndintake-Kind``, ``Ndintake-Profile``, ``Ndintake-Route``. A batch's
-    messages are published together, then all acks awaited.
+    messages are published back to back with one reply inbox, then all
+    acks awaited.
 
     The stream ``stream`` is used as it is when it exists; otherwise it is
     created (file storage, subjects: the template with ``*`` for each
@@ -108,6 +111,9 @@ class JetStreamSink(BrokerSink):
         self._connecting: asyncio.Task[None] | None = None  # connects, retrying forever
         self._starting: asyncio.Task[None] | None = None  # waits a while for the first connection
         self._last_error = "not connected yet"
+        self._ack_inbox = ""
+        self._acks: dict[str, asyncio.Future[bool]] = {}  # reply token -> ack (True: a duplicate)
+        self._tokens = itertools.count()
 
     @classmethod
     def from_url(cls, spec: str) -> JetStreamSink:
@@ -141,6 +147,9 @@ class JetStreamSink(BrokerSink):
             await asyncio.wait_for(asyncio.shield(connecting), wait)
         except asyncio.TimeoutError:
             self.went_down(self._last_error)
+        except Exception as exc:  # the client gave up (bad credentials...): every batch gets 503
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self.went_down(self._last_error)
 
     async def _connect(self) -> None:
         self._nc = await nats.connect(
@@ -157,6 +166,9 @@ class JetStreamSink(BrokerSink):
             **self._connect_options,
         )
         self._js = self._nc.jetstream(timeout=self.timeout)
+        # acks come to one inbox subscription (kept across reconnects), not a request each
+        self._ack_inbox = self._nc.new_inbox()
+        await self._nc.subscribe(f"{self._ack_inbox}.*", cb=self._on_ack)
         await self._on_connected()
 
     async def _on_connected(self) -> None:
@@ -200,50 +212,58 @@ class JetStreamSink(BrokerSink):
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 raise SinkUnavailable(f"{self.target}: cannot find or create the stream: {exc!r}") from exc
         lost = self._lost
+        loop = asyncio.get_running_loop()
+        tokens = [str(next(self._tokens)) for _ in messages]
+        acks = [loop.create_future() for _ in messages]
+        self._acks.update(zip(tokens, acks))
         try:
-            # js.publish is a request per message; run together they are pipelined on the
-            # connection. (nats-py's publish_async loses JetStream's 503 errors, such as
-            # "maximum bytes exceeded", in its reply handler: its acks would only time out.)
-            done = asyncio.gather(
-                *(
-                    self._js.publish(
-                        self.subject(m.profile, m.kind),
-                        m.record,
-                        timeout=self.timeout,
-                        headers={
-                            "Nats-Msg-Id": m.key,
-                            "Ndintake-Kind": m.kind,
-                            "Ndintake-Profile": m.profile,
-                            "Ndintake-Route": m.route,
-                        },
-                    )
-                    for m in messages
+            for m, token in zip(messages, tokens):
+                await nc.publish(
+                    self.subject(m.profile, m.kind),
+                    m.record,
+                    reply=f"{self._ack_inbox}.{token}",
+                    headers={
+                        "Nats-Msg-Id": m.key,
+                        "Ndintake-Kind": m.kind,
+                        "Ndintake-Profile": m.profile,
+                        "Ndintake-Route": m.route,
+                    },
                 )
-            )
-            done.add_done_callback(_retrieve)  # a cancelled gather reports CancelledError as its exception
-            try:
-                await asyncio.wait([done, lost], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not done.done():
-                    done.cancel()
-            failed = done.exception() if done.done() and not done.cancelled() else None
-            if not done.done() or done.cancelled() or isinstance(failed, asyncio.CancelledError):
-                if lost.done():
-                    lost.result()  # raises SinkUnavailable
-                raise SinkUnavailable(f"{self.target}: acks cancelled ({self._last_error})")
-            pub_acks = done.result()
-        except asyncio.TimeoutError as exc:  # a request's own timeout (nats.errors.TimeoutError)
-            raise QueueFull(f"queue is full: no ack from {self.target} within {self.timeout:g} s") from exc
-        except nats.js.errors.APIError as exc:
-            if any(text in (exc.description or "") for text in _FULL):
-                raise QueueFull(f"queue is full: {self.target}: {exc.description}") from exc
+            done = asyncio.gather(*acks)
+            await asyncio.wait([done, lost], return_when=asyncio.FIRST_COMPLETED)
+            if not done.done():  # (left pending: its acks are forgotten below)
+                lost.result()  # raises SinkUnavailable
+            duplicates = done.result()  # raises the first refusal (QueueFull, SinkUnavailable)
+        except (nats.errors.Error, OSError) as exc:  # closed, disconnected, too large...
             raise SinkUnavailable(f"{self.target}: {exc!r}") from exc
-        except nats.js.errors.NoStreamResponseError as exc:
+        finally:
+            for token in tokens:
+                self._acks.pop(token, None)
+        self.duplicates += sum(duplicates)
+
+    async def _on_ack(self, msg: Any) -> None:
+        """JetStream's answer to one publish: a PubAck, an error, or "no responders"."""
+        ack = self._acks.pop(msg.subject.rpartition(".")[2], None)
+        if ack is None or ack.done():
+            return
+        if msg.headers and msg.headers.get(Header.STATUS) == "503":
             self._ready = False  # the stream went missing: look for it (or create it) next time
-            raise SinkUnavailable(f"{self.target}: no stream takes subject {self.wildcard}") from exc
-        except (nats.errors.Error, OSError) as exc:  # closed, disconnected, outbound buffer refused
-            raise SinkUnavailable(f"{self.target}: {exc!r}") from exc
-        self.duplicates += sum(1 for ack in pub_acks if ack.duplicate)
+            ack.set_exception(SinkUnavailable(f"{self.target}: no stream takes subject {msg.subject}"))
+            return
+        try:
+            answer = json.loads(msg.data)
+        except ValueError:
+            answer = {"error": {"description": f"unreadable ack {msg.data[:200]!r}"}}
+        error = answer.get("error")
+        if error is None:
+            ack.set_result(bool(answer.get("duplicate")))
+            return
+        text = str(error.get("description", error))
+        if any(full in text for full in _FULL):
+            ack.set_exception(QueueFull(f"queue is full: {self.target}: {text}"))
+        else:
+            ack.set_exception(SinkUnavailable(f"{self.target}: JetStream refused the message: {text} ({error.get('err_code')})"))
+        ack.exception()  # retrieved: the batch may already have failed on another ack
 
     async def aclose(self) -> None:
         """Wait (bounded) for the batches in flight, then disconnect."""
@@ -252,9 +272,8 @@ class JetStreamSink(BrokerSink):
             if task is not None and not task.done():
                 task.cancel()
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                await asyncio.wait_for(self._nc.close(), CONNECT_TIMEOUT)
+            except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:  # a frozen server: give up on it
+                self.went_down(f"close: {exc!r}")
 
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
