@@ -24,7 +24,6 @@ from ndintake.server import (
     Response,
     Sleep,
     Undelivered,
-    offer,
     offer_each,
 )
 from ndintake.wsgi import IntakeWSGI
