@@ -19,7 +19,7 @@ from ._result import MAX_EVENT_ERRORS, IntakeResult
 PACE_TARGET = 256 * 1024
 #: ...and takes about this many seconds (a server's event loop stays responsive).
 PACE_SECONDS = 0.005
-_PACE_MIN = 16  # smallest step, in input bytes (a zstd or br bomb inflates a few bytes to ~100 KiB)
+_PACE_MIN = 4  # smallest step, in input bytes (4 bytes of zstd can inflate to 128 KiB)
 _PACE_GROWTH = 16  # a step is at most this many times the last one
 
 
@@ -90,7 +90,7 @@ class IntakeStream:
             raise NdintakeError("feed() after close()")
         if self._fatal is not None or not data:
             return []
-        return self._run(self._decoder.decode, data)
+        return self._run(self._decode_all, data)
 
     def feed_paced(self, data: bytes) -> Iterator[list[Event]]:
         """Like :meth:`feed`, in steps: yields the events of each part of ``data``
@@ -102,19 +102,23 @@ class IntakeStream:
         compressed chunk holds a great many events or junk lines. Stops early
         once the stream is finished (a fatal error, or ``fail()`` between steps).
         """
+        if self._result is not None:
+            raise NdintakeError("feed_paced() after close()")
         start, size = 0, len(data)
         while start < size and self._fatal is None:
             step = self._pace
             part = data if start == 0 and step >= size else data[start : start + step]
             before = self._size
             began = perf_counter()
-            events = self.feed(part)
+            events = self._run(self._decoder.decode, part)  # one decode call: its output is bounded
             took = perf_counter() - began
             start += len(part)
             by_size = len(part) * PACE_TARGET // max(self._size - before, 1)
             by_time = int(len(part) * PACE_SECONDS / took) if took > 0 else by_size
             self._pace = max(_PACE_MIN, min(by_size, by_time, len(part) * _PACE_GROWTH))
             yield events
+            while self._fatal is None and self._decoder.pending:  # output owed for what was fed
+                yield self._run(self._decoder.decode, b"")
 
     def close(self) -> IntakeResult:
         """End of body: finish decoding, take the last line, and return the result."""
@@ -189,6 +193,11 @@ class IntakeStream:
         if events:
             self._sink(events)
         return []
+
+    def _decode_all(self, data: bytes, sink: Callable[[bytes], None]) -> None:
+        self._decoder.decode(data, sink)
+        while self._decoder.pending:
+            self._decoder.decode(b"", sink)
 
     def _finish(self, sink: Callable[[bytes], None]) -> None:
         self._decoder.finish(sink)

@@ -77,24 +77,29 @@ class LoopWatch:
 
     def __init__(self) -> None:
         self.longest = 0.0
+        self._last = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
         while True:
             await asyncio.sleep(0.005)
-            now = loop.time()
-            self.longest = max(self.longest, now - last)
-            last = now
+            self._mark(loop.time())
+
+    def _mark(self, now: float) -> None:
+        self.longest = max(self.longest, now - self._last)
+        self._last = now
 
     def __enter__(self) -> LoopWatch:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self._task = loop.create_task(self._tick())
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
+        self._mark(asyncio.get_running_loop().time())  # a hold that lasted to the end counts too
 
 
 # -- admission ------------------------------------------------------------------------------------------
@@ -220,7 +225,7 @@ def test_a_junk_bomb_neither_holds_the_loop_nor_outlives_its_timeout(line: bytes
 
     reply, took, longest = asyncio.run(main())
     assert reply is not None
-    assert longest < 0.5, f"the loop was held for {longest:.3f} s"
+    assert longest < 1.0, f"the loop was held for {longest:.3f} s"  # it was 8-120 s before time slicing
     if reply.status == 503:  # cut off by its timeout while the body was being processed
         assert reply.json["errors"][-1]["message"] == "request timed out"
         assert took < 6
