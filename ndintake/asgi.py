@@ -103,6 +103,7 @@ class IntakeASGI(Intake):
                     await _send(response, send)
 
     _slots: asyncio.Semaphore | None = None
+    _slots_loop: asyncio.AbstractEventLoop | None = None
     _threads: ThreadPoolExecutor | None = None
 
     async def shutdown(self, timeout: float | None = None) -> bool:
@@ -158,8 +159,9 @@ class IntakeASGI(Intake):
                 self._slots.release()
 
     async def _admit(self, seconds: float) -> bool:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrent_decoders or 1)
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:  # one semaphore per event loop
+            self._slots, self._slots_loop = asyncio.Semaphore(self.max_concurrent_decoders or 1), loop
         if not self._slots.locked():
             await self._slots.acquire()  # returns at once
             return True
