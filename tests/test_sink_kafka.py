@@ -24,7 +24,10 @@ from kafka_broker import KafkaBroker  # noqa: E402
 
 from ndintake.sinks.kafka import KafkaSink  # noqa: E402
 
-HEADERS = ("ndintake-kind", "ndintake-profile", "ndintake-route", "ndintake-key")
+PRODLYTICS = orjson.dumps([
+    {"type": "server", "application": {"id": "app-1"}, "event": {"name": f"paid.{n}"}, "usr": {"id": f"u{n}"}}
+    for n in range(2)
+])
 
 
 # -- helpers -------------------------------------------------------------------
@@ -35,12 +38,12 @@ def run(coro: Any, timeout: float = 60.0) -> Any:
 
 
 def batches_of(body: bytes, *, profile: str = "apm", path: str = "/intake/v2/events") -> list[Batch]:
-    """The batches the server would hand a sink for ``body``."""
-    got: list[list[ndintake.Event]] = []
-    result = ndintake.validate(body, profile=profile, sink=got.append)
+    """The batches the server would hand a sink for ``body``: ten events each."""
+    got: list[ndintake.Event] = []
+    result = ndintake.validate(body, profile=profile, sink=got.extend)
     assert result.ok, result.to_json()
     metadata = None if profile == "prodlytics" else orjson.loads(body.split(b"\n", 1)[0])["metadata"]
-    return [Batch(events, profile=profile, metadata=metadata, path=path) for events in got]
+    return [Batch(got[i : i + 10], profile=profile, metadata=metadata, path=path) for i in range(0, len(got), 10)]
 
 
 def consume(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list[Any]:
@@ -157,7 +160,7 @@ def test_encode_record_is_encode_event() -> None:
 
 def test_messages_arrive_as_encoded(broker: KafkaBroker, topic: str) -> None:
     batches = batches_of(load("intake-v2/events.ndjson")) + batches_of(
-        b'[{"type": "click", "n": 1}, {"type": "view"}]', profile="prodlytics", path="/api/v2/prodlytics"
+        PRODLYTICS, profile="prodlytics", path="/api/v2/prodlytics"
     )
     sink = sink_for(broker, topic)
     run(deliver(sink, batches))
@@ -185,8 +188,8 @@ def test_one_trace_stays_on_one_partition(broker: KafkaBroker, topic: str) -> No
     metadata = load("intake-v2/events.ndjson").split(b"\n", 1)[0]
     lines = []
     for n in range(200):
-        trace = f"{n % 20:032x}"
-        lines.append(orjson.dumps({"span": {"id": f"{n:016x}", "trace_id": trace, "parent_id": f"{n:016x}",
+        trace = f"{n % 20 + 1:032x}"
+        lines.append(orjson.dumps({"span": {"id": f"{n + 1:016x}", "trace_id": trace, "parent_id": f"{n:016x}",
                                             "transaction_id": f"{n:016x}", "name": "s", "type": "db",
                                             "start": 1.0, "duration": 1.0, "timestamp": 1571657444929001}}))
     batches = batches_of(metadata + b"\n" + b"\n".join(lines) + b"\n")
