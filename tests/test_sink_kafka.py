@@ -384,3 +384,46 @@ def consume_at_least(broker: KafkaBroker, topic: str, n: int) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def test_asgi_app_answers_202_after_the_acks_and_503_while_the_broker_is_down() -> None:
+    from httpkit import NDJSON, asgi_scope, body_messages, call_asgi_async
+
+    from ndintake.asgi import IntakeASGI
+
+    body = load("intake-v2/events.ndjson")
+    with KafkaBroker(1) as broker:
+        broker.create_topic("t", 3)
+        sink = sink_for(broker, "t", timeout=2)
+        app = IntakeASGI(sink=sink)
+
+        async def post() -> Any:
+            reply = await call_asgi_async(app, asgi_scope(headers=NDJSON, query="verbose"), body_messages([body]))
+            assert reply is not None
+            return reply
+
+        async def main() -> list[Any]:
+            await sink.start()
+            replies = list(await asyncio.gather(*(post() for _ in range(8))))
+            broker.down()
+            started = time.monotonic()
+            replies.append(await post())
+            assert time.monotonic() - started < 10.0
+            broker.up()
+            deadline = time.monotonic() + 30
+            while (reply := await post()).status != 202:
+                assert time.monotonic() < deadline, "no 202 after the broker came back"
+            replies.append(reply)
+            await sink.aclose()
+            return replies
+
+        replies = run(main(), timeout=90)
+        accepted = ndintake.validate(body).accepted
+        assert [r.status for r in replies[:8]] == [202] * 8
+        assert all(r.json == {"accepted": accepted} for r in replies[:8])
+        assert replies[8].status == 503
+        assert replies[8].json["errors"][0]["message"] == "cannot handle stream: cannot process batch: queue is full"
+        assert replies[9].status == 202
+        assert sink.count == 9 * accepted
+        # every event of every 202 is in the topic (503s may have delivered some: at least once)
+        assert len(consume_at_least(broker, "t", 9 * accepted)) >= 9 * accepted
