@@ -133,7 +133,7 @@ class KafkaSink:
             "queue.buffering.max.kbytes": 64 * 1024,
             "queue.buffering.max.messages": 100_000,
             "error_cb": self._on_error,
-            "logger": logging.getLogger("ndintake.sinks.kafka.librdkafka"),
+            "logger": _LibrdkafkaLog(),
         }
         self._config.update(config or {})
         self._producer: Any = None
@@ -240,7 +240,8 @@ class KafkaSink:
             if code == KafkaError._ALL_BROKERS_DOWN or was is None:
                 self._down = err.str()
             # Once per outage at warning level: librdkafka repeats these at every reconnect.
-            log.log(logging.WARNING if was is None else logging.DEBUG, "kafka sink: %s", err.str())
+            log.log(logging.WARNING if was is None else logging.DEBUG, "kafka sink: %s unreachable: %s",
+                    self.bootstrap_servers, err.str())
         elif err.fatal():
             log.error("kafka sink: fatal producer error, starting a new producer: %s", err.str())
             self._producer = None  # the next batch makes a new one; the poll thread lets the old one go
@@ -366,7 +367,9 @@ class _Tracker:
         if self.settled:
             return
         if err is None:
-            self.sink._down = None  # the brokers answer
+            if self.sink._down is not None:  # the brokers answer again
+                self.sink._down = None
+                log.warning("kafka sink: %s acknowledges again", self.sink.bootstrap_servers)
             if self.left:
                 return
             outcome: Exception | None = None
@@ -382,6 +385,20 @@ class _Tracker:
         """The batch was refused while producing: reports of the messages already
         queued are ignored."""
         self.settled = True
+
+
+class _LibrdkafkaLog:
+    """librdkafka's log lines into ``ndintake.sinks.kafka.librdkafka``; the
+    ones it repeats at every reconnect attempt at DEBUG (the sink's error
+    callback warns once per outage)."""
+
+    QUIET = frozenset({"FAIL", "REQTMOUT", "DISCONNECT", "BROKERFAIL"})
+    logger = logging.getLogger("ndintake.sinks.kafka.librdkafka")
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if args and args[0] in self.QUIET:
+            level = logging.DEBUG
+        self.logger.log(level, msg, *args)
 
 
 def _settle(future: asyncio.Future[None], outcome: Exception | None) -> None:
