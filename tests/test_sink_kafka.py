@@ -158,11 +158,12 @@ def test_encode_record_is_encode_event() -> None:
 # -- against the broker ----------------------------------------------------------
 
 
-def test_messages_arrive_as_encoded(broker: KafkaBroker, topic: str) -> None:
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_messages_arrive_as_encoded(broker: KafkaBroker, topic: str, compression: str) -> None:
     batches = batches_of(load("intake-v2/events.ndjson")) + batches_of(
         PRODLYTICS, profile="prodlytics", path="/api/v2/prodlytics"
     )
-    sink = sink_for(broker, topic)
+    sink = sink_for(broker, topic, compression=compression)
     run(deliver(sink, batches))
     expected = {}
     for batch in batches:
@@ -247,10 +248,13 @@ def test_aclose_drains_in_flight_batches(broker: KafkaBroker, topic: str) -> Non
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         with pytest.raises(SinkUnavailable):
             await sink(batches[0])
+        await sink.start()  # a lifespan that starts again reopens it
+        await sink(batches[0])
+        await sink.aclose()
         return outcomes
 
     assert run(main()) == [None] * len(batches)
-    total = sum(len(b) for b in batches)
+    total = sum(len(b) for b in batches) + len(batches[0])
     assert sink.count == total
     assert len(consume(broker.bootstrap, topic, total)) == total
 

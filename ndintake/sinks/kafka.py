@@ -94,7 +94,7 @@ class KafkaSink:
         *,
         format: Format = "event",
         timeout: float = 5.0,
-        max_in_flight: int = 256,
+        max_in_flight: int = 64,
         compression: str = "none",
         config: dict[str, Any] | None = None,
     ) -> None:
@@ -160,7 +160,7 @@ class KafkaSink:
         topic = url.require("topic")
         form = url.take("format", "event", _format)
         timeout = url.take("timeout", 5.0, positive_float)
-        max_in_flight = url.take("max_in_flight", 256, positive_int)
+        max_in_flight = url.take("max_in_flight", 64, positive_int)
         compression = url.take("compression", "none", _compression)
         url.done()
         host = f"[{url.host}]" if ":" in url.host else url.host
@@ -182,6 +182,7 @@ class KafkaSink:
         """Create the producer and check that the topic can be reached. An
         unreachable broker or a missing topic is logged, not raised: the server
         starts, answers 503 while it lasts, and librdkafka keeps reconnecting."""
+        self._closing = False
         self._ensure_producer()
         loop = asyncio.get_running_loop()
         try:
