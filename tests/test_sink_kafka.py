@@ -431,3 +431,31 @@ def test_asgi_app_answers_202_after_the_acks_and_503_while_the_broker_is_down() 
         assert sink.count == 9 * accepted
         # every event of every 202 is in the topic (503s may have delivered some: at least once)
         assert len(consume_at_least(broker, "t", 9 * accepted)) >= 9 * accepted
+
+
+def test_python_agent_through_ndintake_serve_two_workers_exactly_once() -> None:
+    import signal
+    from collections import Counter
+
+    from httpkit import python_agent_traffic
+    from servekit import ServeProcess
+
+    with KafkaBroker(3) as broker:
+        broker.create_topic("agent", 6)
+        server = ServeProcess("--workers", "2", "--sink", f"kafka://{broker.first}?topic=agent&timeout=5")
+        try:
+            python_agent_traffic(server.url, "e2e-kafka")
+            assert server.stop(signal.SIGTERM) == 0
+        finally:
+            server.kill()
+        messages = consume_at_least(broker, "agent", 4 + 8 + 5)
+    records_ = [json.loads(m.value()) for m in messages]
+    kinds = Counter(r["kind"] for r in records_)
+    assert (kinds["transaction"], kinds["span"], kinds["error"]) == (4, 8, 5), kinds
+    for kind in ("transaction", "span", "error"):
+        ids = [r["data"]["id"] for r in records_ if r["kind"] == kind]
+        assert len(set(ids)) == len(ids)  # each exactly once
+    assert len({headers_of(m)["ndintake-key"] for m in messages}) == len(messages)
+    assert all(r["metadata"]["service"]["name"] == "e2e-kafka" for r in records_)
+    for message, record in zip(messages, records_):
+        assert message.key() == (record["data"].get("trace_id") or "e2e-kafka").encode()
