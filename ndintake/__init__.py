@@ -6,7 +6,7 @@ around it for a whole body, an iterable, an async iterable or a file.
 
 from ._api import validate, validate_async, validate_chunks, validate_file
 from ._decode import SUPPORTED_ENCODINGS
-from ._errors import EventError, NdintakeError, QueueFull
+from ._errors import EventError, NdintakeError, QueueFull, SinkUnavailable
 from ._event import Event
 from ._facets import facets
 from ._limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE, Limits

@@ -8,6 +8,7 @@ time to inflate up to the body limit, never more.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, Protocol
 
 import brotli
@@ -24,6 +25,8 @@ Sink = Callable[[bytes], None]
 
 #: Largest piece a decoder hands to its sink.
 OUTPUT_CHUNK = 64 * 1024
+#: Most output a br decoder hands on per ``decode`` call (the rest waits: ``pending``).
+STEP_OUTPUT = OUTPUT_CHUNK
 #: Largest zstd window accepted (RFC 9659: 8 MB for the HTTP content coding);
 #: a frame asking for more is refused instead of allocating it.
 ZSTD_MAX_WINDOW = 8 * 1024 * 1024
@@ -43,7 +46,15 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class Decoder(Protocol):
-    """What the stream needs from a content decoder."""
+    """What the stream needs from a content decoder.
+
+    ``pending`` is true when a decoder stopped before it handed on all the
+    output of what it was given (only br does, after ``STEP_OUTPUT`` bytes: a
+    few bytes of br can stand for megabytes); ``decode(b"", sink)`` then goes on
+    from where it stopped.
+    """
+
+    pending: bool
 
     def decode(self, data: bytes, sink: Sink) -> None:
         """Decode one chunk of the body, pushing output pieces to ``sink``."""
@@ -54,6 +65,8 @@ class Decoder(Protocol):
 
 class IdentityDecoder:
     """No content coding: bytes pass through, cut into bounded pieces."""
+
+    pending = False
 
     def decode(self, data: bytes, sink: Sink) -> None:
         if len(data) <= OUTPUT_CHUNK:
@@ -81,7 +94,10 @@ def _is_zlib_header(head: bytes) -> bool:
 class ZlibDecoder:
     """gzip (all members of a multi-member body) or deflate (zlib-wrapped, else raw).
 
-    Output per call is capped with ``max_length`` and ``unconsumed_tail``.
+    Output per ``inflate`` call is capped with ``max_length`` and
+    ``unconsumed_tail``, and per ``decode`` call at ``STEP_OUTPUT`` bytes: the
+    rest waits for the next call (``pending``), so a step's work stays bounded
+    (deflate inflates up to ~1000 times).
     """
 
     def __init__(self, coding: str) -> None:
@@ -92,6 +108,11 @@ class ZlibDecoder:
         self._probed = 0  # output bytes while probing
         self._done = False  # a deflate stream ended: the rest is ignored, as APM Server does
         self._output = False  # any output yet (a bad gzip member header later is a mid-stream error)
+        self._resume: bytes | None = None  # input to go on with once the step's output budget ran out
+
+    @property
+    def pending(self) -> bool:
+        return self._resume is not None
 
     def _start(self, head: bytes) -> None:
         if self._coding == "gzip":
@@ -105,7 +126,12 @@ class ZlibDecoder:
             self._raw_probe = True
 
     def decode(self, data: bytes, sink: Sink) -> None:
-        while data and not self._done:
+        budget = _Budget(STEP_OUTPUT)
+        if self._resume is not None:
+            data, self._resume = self._resume + data, None
+            if self._inflate is not None:  # stopped inside a member: go on with it, even with no input
+                data = self._inflate_some(data, sink, budget)
+        while data and not self._done and self._resume is None:
             if self._inflate is None:
                 data = self._head + data
                 if len(data) < 2:
@@ -113,13 +139,17 @@ class ZlibDecoder:
                     return
                 self._head = b""
                 self._start(data[:2])
-            data = self._inflate_some(data, sink)
+            data = self._inflate_some(data, sink, budget)
 
-    def _inflate_some(self, data: bytes, sink: Sink) -> bytes:
-        """Inflate ``data`` into the current member; return the bytes after its end."""
+    def _inflate_some(self, data: bytes, sink: Sink, budget: _Budget) -> bytes:
+        """Inflate ``data`` into the current member; return the bytes after its
+        end. Once ``budget`` is spent, stop and keep the rest in ``_resume``."""
         inflate = self._inflate
         assert inflate is not None
         while True:
+            if budget.left <= 0:
+                self._resume = data
+                return b""
             before = inflate.copy()
             try:
                 out = inflate.decompress(data, OUTPUT_CHUNK)
@@ -127,6 +157,7 @@ class ZlibDecoder:
                 _salvage(before, data, lambda piece: self._emit(piece, sink))
                 raise self._error(_zlib_reason(exc)) from None
             if out:
+                budget.left -= len(out)
                 self._emit(out, sink)
             if inflate.eof:
                 self._inflate = None
@@ -151,9 +182,20 @@ class ZlibDecoder:
         return DecodeError(f"{'gzip' if self._coding == 'gzip' else 'flate'}: {reason}")
 
     def finish(self, sink: Sink) -> None:
+        while self._resume is not None:
+            self.decode(b"", sink)
         if self._head or (self._inflate is not None and not self._done):
             # cut short: once raw deflate has decoded something, it was deflate
             raise self._error("unexpected EOF", corrupt=False)
+
+
+class _Budget:
+    """Output a decoder may still hand on in this call."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
 
 
 def _salvage(inflate: zlib._Decompress, data: bytes, sink: Sink, step: int = _SALVAGE_SLICE) -> None:
@@ -301,8 +343,8 @@ class _SinkWriter:
             self.pending.append(bytes(data))
         return len(data)
 
-    def flush(self) -> None:
-        """A block is complete: hand on its output."""
+    def flush(self) -> int:
+        """A block is complete: hand on its output; return its size."""
         pending, self.pending = self.pending, []
         for data in pending:
             if self.error is None:
@@ -310,10 +352,16 @@ class _SinkWriter:
                     self.sink(data)
                 except BaseException as exc:  # noqa: BLE001 - handed back by ZstdDecoder
                     self.error = exc
+        return sum(map(len, pending))
 
 
 class ZstdDecoder:
-    """zstd, any number of frames (skippable frames included)."""
+    """zstd, any number of frames (skippable frames included).
+
+    Input is cut at block boundaries and given to zstd block by block; a call
+    hands on about ``STEP_OUTPUT`` bytes at most (whole blocks), and the blocks
+    it has not reached wait for the next call (``pending``).
+    """
 
     def __init__(self) -> None:
         self._writer = _SinkWriter(_discard)
@@ -324,15 +372,24 @@ class ZstdDecoder:
         )
         self._frames = _ZstdFrames()
         self._held = b""  # the start of a frame magic, not given to zstd yet
+        self._segments: deque[tuple[bytes, bool]] = deque()  # (input, ends a block), not given to zstd yet
+        self._bad: DecodeError | None = None  # bytes that are no frame, after the segments
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._segments)
 
     def decode(self, data: bytes, sink: Sink) -> None:
         self._writer.sink = sink
         try:
-            self._decode(data)
+            if data:
+                self._scan(data)
+            self._write()
         finally:
             self._writer.sink = _discard  # no reference back to the stream: no cycle to leak
 
-    def _decode(self, data: bytes) -> None:
+    def _scan(self, data: bytes) -> None:
+        """Cut ``data`` into segments that end where blocks end."""
         frames = self._frames
         held = self._held
         cuts = frames.feed(data)  # offsets in data
@@ -341,28 +398,40 @@ class ZstdDecoder:
         # first bytes, and junk must get the same error however the body is cut.
         limit = len(stream) - frames.partial_magic
         start = 0
-        # block by block: zstd loses a failing call's output, and a bad checksum
-        # or junk after the last frame must not cost the blocks before
         for cut in cuts:
             end = min(cut + len(held), limit)
             if end > start:
-                try:
-                    self._zstd.write(stream[start:end] if start or end < len(stream) else stream)
-                except zstandard.ZstdError as exc:
-                    if not frames.frames:  # failed before a frame's magic was even complete
-                        raise DecodeError("zstd: invalid header", at_header=True) from None
-                    raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
+                segment = stream[start:end] if start or end < len(stream) else stream
+                self._segments.append((segment, end < limit or frames.between_blocks))
                 start = end
-                if end < limit or frames.between_blocks:
-                    self._writer.flush()
-                    if self._writer.error is not None:
-                        error, self._writer.error = self._writer.error, None
-                        raise error
         self._held = stream[limit:]
         if frames.bad:
-            raise DecodeError("zstd: invalid header", at_header=frames.frames == 0)
+            self._bad = DecodeError("zstd: invalid header", at_header=frames.frames == 0)
+
+    def _write(self) -> None:
+        """Give zstd the segments, block by block (zstd loses a failing call's
+        output, and a bad checksum or junk after the last frame must not cost the
+        blocks before), until about ``STEP_OUTPUT`` bytes came out."""
+        budget = STEP_OUTPUT
+        while self._segments and budget > 0:
+            segment, block_end = self._segments.popleft()
+            try:
+                self._zstd.write(segment)
+            except zstandard.ZstdError as exc:
+                if not self._frames.frames:  # failed before a frame's magic was even complete
+                    raise DecodeError("zstd: invalid header", at_header=True) from None
+                raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
+            if block_end:
+                budget -= self._writer.flush()
+                if self._writer.error is not None:
+                    error, self._writer.error = self._writer.error, None
+                    raise error
+        if not self._segments and self._bad is not None:
+            raise self._bad
 
     def finish(self, sink: Sink) -> None:
+        while self._segments:
+            self.decode(b"", sink)
         if not self._frames.at_boundary:
             raise DecodeError("zstd: unexpected EOF")
 
@@ -382,6 +451,10 @@ class BrotliDecoder:
     failing one byte by byte, and hands on everything decoded before the error.
     A body of up to ``_BROTLI_HOLD`` compressed bytes is decoded once; a longer
     one twice (brotli's CPU cost doubles) and never more than that is held.
+
+    A call hands on at most ``STEP_OUTPUT`` bytes: the rest of its output, and
+    the input it has not reached, wait for the next call (``pending``), so a
+    step's work stays bounded however much a few bytes of br inflate.
     """
 
     def __init__(self) -> None:
@@ -390,25 +463,45 @@ class BrotliDecoder:
         self._held: list[bytes] = []  # slices the trailing decoder has not taken yet
         self._held_size = 0
         self._started = False
+        self._input = bytearray()  # given, not yet reached
+        self._slice = b""  # the slice being decoded, while its output is still pending
+        self._slice_out = 0  # bytes of its output handed on so far
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._slice or self._input)
 
     def decode(self, data: bytes, sink: Sink) -> None:
         self._started = True
-        for start in range(0, len(data), _BROTLI_SLICE):
-            piece = data[start : start + _BROTLI_SLICE]
+        self._input += data
+        budget = STEP_OUTPUT
+        while budget > 0:
+            if not self._slice:
+                if not self._input:
+                    return
+                self._slice = bytes(self._input[:_BROTLI_SLICE])
+                del self._input[:_BROTLI_SLICE]
+                self._slice_out, given = 0, self._slice
+            else:
+                given = b""  # go on draining the slice's output
             counter = _Counter(sink)
             try:
-                _brotli_process(self._brotli, piece, counter)
+                drained = _brotli_process(self._brotli, given, counter, budget)
             except (brotli.error, DecodeError):
-                raise self._salvage(piece, _Skipping(sink, counter.count)) from None
-            self._held.append(piece)
-            self._held_size += len(piece)
-            if self._held_size >= _BROTLI_HOLD:
-                self._catch_up()
+                raise self._salvage(self._slice, _Skipping(sink, self._slice_out + counter.count)) from None
+            budget -= counter.count
+            self._slice_out += counter.count
+            if drained:
+                self._held.append(self._slice)
+                self._held_size += len(self._slice)
+                self._slice = b""
+                if self._held_size >= _BROTLI_HOLD:
+                    self._catch_up()
 
     def _catch_up(self) -> None:
         """The trailing decoder takes the held slices (they decoded fine once)."""
         held, self._held, self._held_size = self._held, [], 0
-        _brotli_process(self._trailing, b"".join(held), _discard)
+        _brotli_process(self._trailing, b"".join(held), _discard, None)
 
     def _salvage(self, failed: bytes, sink: Sink) -> DecodeError:
         """Bring the trailing decoder up to ``failed``, then feed it byte by byte:
@@ -417,7 +510,7 @@ class BrotliDecoder:
         try:
             self._catch_up()
             for byte in range(len(failed)):
-                _brotli_process(self._trailing, failed[byte : byte + 1], sink)
+                _brotli_process(self._trailing, failed[byte : byte + 1], sink, None)
         except DecodeError as exc:
             return exc
         except brotli.error as exc:
@@ -425,6 +518,8 @@ class BrotliDecoder:
         return DecodeError("br: decoder failed")  # pragma: no cover - the bytes failed once already
 
     def finish(self, sink: Sink) -> None:
+        while self.pending:
+            self.decode(b"", sink)
         if self._started and not self._brotli.is_finished():
             raise DecodeError("br: unexpected EOF")
 
@@ -461,22 +556,31 @@ class _Skipping:
             self.sink(data)
 
 
-def _brotli_process(decompressor: brotli.Decompressor, data: bytes, sink: Sink) -> None:
+def _brotli_process(decompressor: brotli.Decompressor, data: bytes, sink: Sink, budget: int | None) -> bool:
     """Feed ``data``, then drain the output it leaves pending (brotli hands out at
     most about ``OUTPUT_CHUNK`` bytes per call; with all input consumed it says it
-    can take more while output is still waiting, so drain until it returns nothing)."""
-    if decompressor.is_finished():
+    can take more while output is still waiting, so drain until it returns nothing).
+    Stop once ``budget`` bytes were handed on (None: no limit); return True when
+    nothing is left pending."""
+    if data and decompressor.is_finished():
         raise DecodeError("br: data after the end of the stream")
     out = decompressor.process(data, output_buffer_limit=OUTPUT_CHUNK)
     while out:
         sink(out)
         if decompressor.is_finished():
-            return
+            return True
+        if budget is not None:
+            budget -= len(out)
+            if budget <= 0:
+                return False
         out = decompressor.process(b"", output_buffer_limit=OUTPUT_CHUNK)
+    return True
 
 
 class UnsupportedDecoder:
     """A declared coding ndintake does not know: refused (415) once a byte arrives."""
+
+    pending = False
 
     def __init__(self, coding: str) -> None:
         self._coding = coding
@@ -498,6 +602,10 @@ class SniffingDecoder:
     def __init__(self) -> None:
         self._head = b""
         self._chosen: Decoder | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._chosen is not None and self._chosen.pending
 
     def decode(self, data: bytes, sink: Sink) -> None:
         if self._chosen is None:
@@ -543,8 +651,17 @@ class ChainDecoder:
         decoder, after = self._decoders[index], self._sink_for(index + 1, sink)
         return lambda piece: decoder.decode(piece, after)
 
+    @property
+    def pending(self) -> bool:
+        return any(decoder.pending for decoder in self._decoders)
+
     def decode(self, data: bytes, sink: Sink) -> None:
-        self._sink_for(0, sink)(data)
+        if data:
+            self._sink_for(0, sink)(data)
+            return
+        for index, decoder in enumerate(self._decoders):  # go on where a decoder stopped
+            if decoder.pending:
+                decoder.decode(b"", self._sink_for(index + 1, sink))
 
     def finish(self, sink: Sink) -> None:
         for index, decoder in enumerate(self._decoders):

@@ -11,8 +11,6 @@ from ._errors import QueueFull
 from ._event import Event
 
 
-
-
 class Batch(list[Event]):
     """One batch of accepted events (a list), with the request it came from.
 
@@ -64,6 +62,28 @@ def offer(sink: Sink, batch: Batch) -> Awaitable[object] | None:
         return None
     outcome = sink(batch)  # type: ignore[operator]
     return outcome if inspect.isawaitable(outcome) else None
+
+
+def offer_each(sink: Sink, batches: list[Batch]) -> int:
+    """Hand ``batches`` in order to a synchronous sink (or queue); return how
+    many it took. At the first exception, stop and raise :class:`Undelivered`
+    with that count and the cause."""
+    for done, batch in enumerate(batches):
+        try:
+            offer(sink, batch)
+        except Exception as exc:
+            raise Undelivered(done, exc) from exc
+    return len(batches)
+
+
+class Undelivered(Exception):
+    """A sink failed part-way through a group of batches: ``done`` batches were
+    taken before ``cause`` was raised. Drivers throw it back into the exchange."""
+
+    def __init__(self, done: int, cause: BaseException) -> None:
+        super().__init__(done, cause)
+        self.done = done
+        self.cause = cause
 
 
 def is_async_sink(sink: Sink | None) -> bool:

@@ -3,9 +3,11 @@
 :class:`Intake` holds what a server is configured with (routes, hooks, state);
 :meth:`Intake.exchange` makes an :class:`Exchange` per request. An exchange is
 driven by stepping it: each :meth:`Exchange.step` returns either an effect for
-the driver to carry out (:data:`READ` the next body chunk, :class:`Sleep`,
-:class:`Deliver` a batch to the sink) or the final :class:`Response`. The ASGI
-and WSGI apps are such drivers; all the HTTP logic lives here, once.
+the driver to carry out (:class:`Admit` the request when a decoder slot is
+free, :data:`READ` the next body chunk, :data:`PAUSE` to let other requests
+run, :class:`Sleep`, :class:`Deliver` batches to the sink) or the final
+:class:`Response`. The ASGI and WSGI apps are such drivers; all the HTTP logic
+lives here, once.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from urllib.parse import parse_qs
 
 from ._auth import Authenticator, AuthOutcome
 from ._event import Event
-from ._errors import QueueFull
-from ._hooks import Batch, Sink
+from ._errors import QueueFull, SinkUnavailable
+from ._hooks import Batch, Sink, Undelivered
 from ._limits import Limits
-from ._profiles import PROFILES
 from ._ratelimit import BATCH_WAIT, RateLimiter, TokenBucket
 from ._responses import (
     SERVER_VERSION,
@@ -43,10 +44,17 @@ logger = logging.getLogger("ndintake.server")
 BATCH_LINES = 10
 #: Default per-request timeout in seconds (APM Server's HTTP read timeout).
 DEFAULT_TIMEOUT = 30.0
+#: Default number of intake requests reading their body at once, per process
+#: (APM Server's ``max_concurrent_decoders``, 200 for a multi-core Go server).
+DEFAULT_MAX_CONCURRENT_DECODERS = 8
+#: Default seconds a request waits for a decoder slot before it is refused
+#: (as APM Server's libbeat queue waits a second for room).
+DEFAULT_ADMISSION_WAIT = 1.0
 
 _RATE_LIMITED = (429, "cannot handle stream: cannot process batch: rate limit exceeded")
 _QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is full")
 _SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
+_BUSY = "unable to service request: no decoder slot freed within {wait:g} s (max_concurrent_decoders={limit})"
 _CONFIG_ETAG = '"ndintake-empty"'
 
 
@@ -72,6 +80,27 @@ class _Read:
 READ = _Read()
 
 
+class _Pause:
+    """The effect letting the driver run other work before the next step (the
+    ASGI app yields to its event loop; the WSGI app carries on)."""
+
+    def __repr__(self) -> str:
+        return "PAUSE"
+
+
+PAUSE = _Pause()
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """The effect asking for one of the intake's decoder slots (at most
+    ``max_concurrent_decoders`` requests read their body at once), waiting at
+    most ``seconds``. Reply True once one is held (the driver frees it when the
+    exchange ends), False if none freed in time."""
+
+    seconds: float
+
+
 @dataclass(frozen=True, slots=True)
 class Sleep:
     """The effect asking the driver to wait (a rate-limited batch waiting for tokens)."""
@@ -81,14 +110,15 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """The effect asking the driver to hand ``batch`` to the sink (see
-    :func:`ndintake._hooks.offer`); an exception it raises goes back through
-    ``step(error=...)``."""
+    """The effect asking the driver to hand ``batches`` to the sink, in order
+    (see :func:`ndintake._hooks.offer`), and to reply once every one was taken.
+    If the sink fails, the driver throws :class:`~ndintake._hooks.Undelivered`
+    (how many were taken, and the cause) back through ``step(error=...)``."""
 
-    batch: Batch
+    batches: list[Batch]
 
 
-Effect = Union[_Read, Sleep, Deliver]
+Effect = Union[Admit, _Read, _Pause, Sleep, Deliver]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +135,8 @@ class Route:
 
 
 def routes() -> dict[str, Route]:
-    """The paths an intake server answers. RUM paths use the ``rum`` profile when
-    the core has one, else ``apm``."""
-    rum = "rum" if "rum" in PROFILES else "apm"
+    """The paths an intake server answers."""
+    rum = "rum"
     return {
         "/": Route("root"),
         "/config/v1/agents": Route("config"),
@@ -149,6 +178,11 @@ class Batcher:
         pending, self._pending = self._pending, []
         return [pending] if pending else []
 
+    @property
+    def pending(self) -> int:
+        """Events held for the unfinished batch."""
+        return len(self._pending)
+
     def discard(self) -> int:
         """Drop the unfinished batch; return how many events it held."""
         count = len(self._pending)
@@ -167,9 +201,12 @@ class Intake:
     anonymous requests (no authenticator, or RUM without credentials), see
     :class:`~ndintake._ratelimit.RateLimiter`. ``timeout``: seconds a request
     may take, body and sink included (None: no limit); past it the answer is
-    503 ``{"error": "request timed out"}`` (prodlytics: 408). ``limits``: per
-    profile name (``apm``, ``rum``, ``prodlytics``), else the profile's defaults.
-    ``server_version``: what ``GET /`` reports.
+    503 ``request timed out`` (prodlytics: 408), with the count of events the
+    sink took. ``limits``: per profile name (``apm``, ``rum``, ``prodlytics``),
+    else the profile's defaults. ``server_version``: what ``GET /`` reports.
+    ``max_concurrent_decoders``: intake requests reading their body at once
+    (None: no limit); a request that finds no slot within ``admission_wait``
+    seconds is answered 503 before its body is read.
     """
 
     def __init__(
@@ -181,16 +218,24 @@ class Intake:
         timeout: float | None = DEFAULT_TIMEOUT,
         limits: Mapping[str, Limits] | None = None,
         server_version: str = SERVER_VERSION,
+        max_concurrent_decoders: int | None = DEFAULT_MAX_CONCURRENT_DECODERS,
+        admission_wait: float = DEFAULT_ADMISSION_WAIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
+        if max_concurrent_decoders is not None and max_concurrent_decoders < 1:
+            raise ValueError("max_concurrent_decoders must be at least 1 or None")
+        if admission_wait < 0:
+            raise ValueError("admission_wait must not be negative")
         self.sink = sink
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
         self.timeout = timeout
         self.limits = dict(limits or {})
         self.server_version = server_version
+        self.max_concurrent_decoders = max_concurrent_decoders
+        self.admission_wait = admission_wait
         self.clock = clock
         self.routes = routes()
         self.draining = False
@@ -247,6 +292,8 @@ class Exchange:
         timeout = intake.timeout
         self._deadline = intake.clock() + timeout if timeout is not None else None
         self._stream: IntakeStream | None = None
+        self._batcher: Batcher | None = None
+        self._in_flight = 0  # events handed to the sink, not yet taken
         self._bucket: TokenBucket | None = None
         self._gen = self._run()
 
@@ -267,13 +314,20 @@ class Exchange:
             return self._head(stop.value)
 
     def timed_out(self) -> Response:
-        """Abandon the request for its timeout and return the answer to it."""
+        """Abandon the request for its timeout and return the answer to it
+        (with the count of events the sink took, once the body was being read)."""
         self._gen.close()
         return self._head(self._timeout())
 
     def abandon(self) -> None:
         """The client went away: stop (no response will be sent)."""
         self._gen.close()
+        if self._stream is not None:
+            self._stop((499, "client closed the request"), self._in_flight)
+            self.result = result = self._stream.close()
+            logger.warning(
+                "%s %s: the client went away after %d accepted events", self.request.path, self.request.client, result.accepted
+            )
 
     # -- the request ------------------------------------------------------------
 
@@ -319,72 +373,99 @@ class Exchange:
         return None
 
     def _intake(self, route: Route) -> Generator[Effect, Any, Response]:
-        """Stream the body into an IntakeStream, batch and deliver its events."""
+        """Wait for a decoder slot, then stream the body into an IntakeStream in
+        short steps, batching and delivering its events as they come."""
+        if self.intake.max_concurrent_decoders is not None:
+            wait = self.intake.admission_wait
+            remaining = self.remaining
+            if not (yield Admit(wait if remaining is None else max(0.0, min(wait, remaining)))):
+                if self._expired():
+                    return self._timeout()
+                message = _BUSY.format(wait=self.intake.admission_wait, limit=self.intake.max_concurrent_decoders)
+                return self._failed(503, message)
         encoding = self.request.headers.get("content-encoding") or None
         stream = self._stream = IntakeStream(
             profile=route.profile, content_encoding=encoding, limits=self.intake.limits_for(route.profile)
         )
-        batcher = Batcher(by_line=not route.datadog)
+        batcher = self._batcher = Batcher(by_line=not route.datadog)
         while not stream.finished:
             chunk = yield READ
             if self._expired():
                 return self._timeout()
             if chunk is None:
                 break
-            for events in stream.feed_paced(chunk):  # bounded, however much the chunk inflates
+            for events in stream.feed_paced(chunk):  # short steps, however much the chunk inflates
                 ready = batcher.add(events)
                 if stream.finished:  # a fatal error in the body: what was read before it still goes
                     ready += batcher.flush()
-                yield from self._deliver(ready, batcher)
+                if ready:
+                    yield from self._deliver(ready)
+                if self._expired():
+                    return self._timeout()
+                yield PAUSE
         result = stream.close()
-        yield from self._deliver(batcher.add(result.final_events) + batcher.flush(), batcher)
+        yield from self._deliver(batcher.add(result.final_events) + batcher.flush())
         if self._expired():
             return self._timeout()
-        self.result = result = stream.close()  # again: a refusal after close() makes a new result
-        if route.datadog:
+        return self._answer(stream.close())  # again: a refusal after close() makes a new result
+
+    def _answer(self, result: IntakeResult) -> Response:
+        self.result = result
+        if self.route is not None and self.route.datadog:
             return datadog(result.status, result.to_json())
         verbose = "verbose" in parse_qs(self.request.query, keep_blank_values=True)
         body = result.to_json() if result.status != 202 or verbose else None
         return apm(result.status, body, self.request.headers, self._cors())
 
-    def _deliver(self, batches: list[list[Event]], batcher: Batcher) -> Generator[Effect, Any, None]:
-        """Offer each batch in turn; at the first refusal, stop the request and
-        un-count the refused batch and every event after it."""
+    def _deliver(self, batches: list[list[Event]]) -> Generator[Effect, Any, None]:
+        """Rate-limit each batch in turn (tokens = events, waiting up to a
+        second), then hand them to the sink together. At the first refusal, stop
+        the request and un-count the refused batch and every event after it."""
+        taken: list[Batch] = []
         for i, events in enumerate(batches):
-            refusal = yield from self._offer(events)
-            if refusal is not None:
-                status, message = refusal
-                refused = sum(map(len, batches[i:])) + batcher.discard()
-                assert self._stream is not None
-                self._stream.fail(status, message, refused=refused)
-                return
+            if self._bucket is not None:
+                remaining = self.remaining
+                wait = self._bucket.reserve(len(events), BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining))
+                if wait is None:
+                    if (yield from self._hand_over(taken)):
+                        self._stop(_RATE_LIMITED, sum(map(len, batches[i:])))
+                    return
+                if wait > 0:
+                    yield Sleep(wait)
+            taken.append(self._batch(events))
+        yield from self._hand_over(taken)
 
-    def _offer(self, events: list[Event]) -> Generator[Effect, Any, tuple[int, str] | None]:
-        """Rate limit (tokens = events, waiting up to a second), then the sink."""
-        if self._bucket is not None:
-            remaining = self.remaining
-            wait = self._bucket.reserve(len(events), BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining))
-            if wait is None:
-                return _RATE_LIMITED
-            if wait > 0:
-                yield Sleep(wait)
-        if self.intake.sink is None:
-            return None
-        assert self._stream is not None
-        batch = Batch(
-            events,
-            profile=self.route.profile if self.route else "",
-            metadata=self._stream.metadata,
-            path=self.request.path,
-        )
+    def _hand_over(self, batches: list[Batch]) -> Generator[Effect, Any, bool]:
+        """Deliver ``batches`` to the sink; False (and the request stopped) if it failed."""
+        if self.intake.sink is None or not batches:
+            return True
+        self._in_flight = sum(map(len, batches))  # left as is if the exchange is closed meanwhile
         try:
-            yield Deliver(batch)
-        except QueueFull:
-            return _QUEUE_FULL
-        except Exception:
-            logger.exception("the sink failed on a batch of %d events", len(batch))
-            return _SINK_FAILED
-        return None
+            yield Deliver(batches)
+        except Undelivered as failure:
+            self._in_flight = 0
+            cause = failure.cause
+            if isinstance(cause, (QueueFull, SinkUnavailable)):
+                logger.warning("%s %s: the sink refused a batch: %s", self.request.path, self.request.client, cause)
+                refusal = _QUEUE_FULL
+            else:
+                logger.error("the sink failed on a batch", exc_info=cause)
+                refusal = _SINK_FAILED
+            self._stop(refusal, sum(map(len, batches[failure.done :])))
+            return False
+        self._in_flight = 0
+        return True
+
+    def _batch(self, events: list[Event]) -> Batch:
+        assert self._stream is not None and self.route is not None
+        return Batch(events, profile=self.route.profile, metadata=self._stream.metadata, path=self.request.path)
+
+    def _stop(self, refusal: tuple[int, str], refused: int) -> None:
+        """End the request with ``refusal``; ``refused`` events (plus those the
+        batcher holds) were not taken after all."""
+        assert self._stream is not None and self._batcher is not None
+        status, message = refusal
+        self._stream.fail(status, message, refused=refused + self._batcher.discard())
 
     # -- other routes -------------------------------------------------------------
 
@@ -434,7 +515,7 @@ class Exchange:
 
     def _cors(self) -> list[tuple[str, str]]:
         origin = self.request.headers.get("origin")
-        if not (self.route and self.route.rum and origin):
+        if not (self.route is not None and self.route.rum and origin):
             return []
         return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"), ("Access-Control-Expose-Headers", "Etag")]
 
@@ -457,12 +538,22 @@ class Exchange:
         return remaining is not None and remaining <= 0
 
     def _timeout(self) -> Response:
-        if self.route is not None and self.route.datadog:
-            return self._refuse(408, "request timed out")
-        return self._refuse(503, "request timed out")
+        """503 ``request timed out`` (prodlytics: 408). Once the body was being
+        read, in the result's shape: how many events the sink took."""
+        status = 408 if self.route is not None and self.route.datadog else 503
+        if self._stream is None:
+            return self._refuse(status, "request timed out")
+        self._stop((status, "request timed out"), self._in_flight)
+        return self._answer(self._stream.close())
 
     def _head(self, response: Response) -> Response:
-        """HEAD: the same headers, no body."""
+        """HEAD: the same headers, no body. Logs intake answers other than 202."""
+        result = self.result
+        if result is not None and result.status != 202:
+            first = result.errors[0].message if result.errors else ""
+            logger.info(
+                "%s %s: %d, %d accepted: %s", self.request.path, self.request.client, result.status, result.accepted, first
+            )
         if self.request.method == "HEAD" and response.body:
             return replace(response, body=b"")
         return response

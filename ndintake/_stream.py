@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from time import perf_counter
 from typing import Any, Callable, Iterator
 
 from ._decode import make_decoder
@@ -14,9 +15,11 @@ from ._profiles import get_profile
 from ._result import MAX_EVENT_ERRORS, IntakeResult
 
 
-#: ``feed_paced`` cuts chunks so that each step decodes about this much.
+#: ``feed_paced`` cuts chunks so that each step decodes about this much...
 PACE_TARGET = 256 * 1024
-_PACE_MIN = 256  # smallest step, in input bytes
+#: ...and takes about this many seconds (a server's event loop stays responsive).
+PACE_SECONDS = 0.005
+_PACE_MIN = 4  # smallest step, in input bytes (4 bytes of zstd can inflate to 128 KiB)
 _PACE_GROWTH = 16  # a step is at most this many times the last one
 
 
@@ -87,26 +90,35 @@ class IntakeStream:
             raise NdintakeError("feed() after close()")
         if self._fatal is not None or not data:
             return []
-        return self._run(self._decoder.decode, data)
+        return self._run(self._decode_all, data)
 
     def feed_paced(self, data: bytes) -> Iterator[list[Event]]:
         """Like :meth:`feed`, in steps: yields the events of each part of ``data``
         (a list, maybe empty), cut so that a step decodes about ``PACE_TARGET``
-        bytes (a few MiB at most) however much the body inflates. For callers who
-        cannot take events inside ``feed()`` (an async sink): memory stays bounded
-        when one small compressed chunk holds a great many events. Stops early
+        bytes and takes about ``PACE_SECONDS``, however much the body inflates and
+        however cheap or costly its lines are. For callers who cannot take events
+        inside ``feed()`` (an async sink) and for servers that must not hold their
+        event loop: memory and the time between steps stay bounded when one small
+        compressed chunk holds a great many events or junk lines. Stops early
         once the stream is finished (a fatal error, or ``fail()`` between steps).
         """
+        if self._result is not None:
+            raise NdintakeError("feed_paced() after close()")
         start, size = 0, len(data)
         while start < size and self._fatal is None:
             step = self._pace
             part = data if start == 0 and step >= size else data[start : start + step]
             before = self._size
-            events = self.feed(part)
+            began = perf_counter()
+            events = self._run(self._decoder.decode, part)  # one decode call: its output is bounded
+            took = perf_counter() - began
             start += len(part)
-            fits = len(part) * PACE_TARGET // max(self._size - before, 1)
-            self._pace = max(_PACE_MIN, min(fits, len(part) * _PACE_GROWTH))
+            by_size = len(part) * PACE_TARGET // max(self._size - before, 1)
+            by_time = int(len(part) * PACE_SECONDS / took) if took > 0 else by_size
+            self._pace = max(_PACE_MIN, min(by_size, by_time, len(part) * _PACE_GROWTH))
             yield events
+            while self._fatal is None and self._decoder.pending:  # output owed for what was fed
+                yield self._run(self._decoder.decode, b"")
 
     def close(self) -> IntakeResult:
         """End of body: finish decoding, take the last line, and return the result."""
@@ -181,6 +193,11 @@ class IntakeStream:
         if events:
             self._sink(events)
         return []
+
+    def _decode_all(self, data: bytes, sink: Callable[[bytes], None]) -> None:
+        self._decoder.decode(data, sink)
+        while self._decoder.pending:
+            self._decoder.decode(b"", sink)
 
     def _finish(self, sink: Callable[[bytes], None]) -> None:
         self._decoder.finish(sink)

@@ -10,10 +10,11 @@ docstring); this module only does the ASGI I/O.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from ._hooks import offer
-from ._http import READ, Exchange, Intake, Request, Sleep
+from ._hooks import Batch, Undelivered, is_async_sink, offer_each
+from ._http import PAUSE, READ, Admit, Exchange, Intake, Request, Sleep
 from ._responses import Response
 
 Scope = MutableMapping[str, Any]
@@ -23,6 +24,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: How often shutdown() looks whether the requests in flight are done.
 _POLL = 0.05
+#: Threads that run a synchronous sink off the event loop.
+SINK_THREADS = 4
 
 
 class _Disconnected(Exception):
@@ -75,10 +78,15 @@ class IntakeASGI(Intake):
 
     Takes :class:`~ndintake._http.Intake`'s keyword arguments. Each
     ``http.request`` message is fed to the stream as it arrives, so bodies are
-    never held whole and chunked uploads stream through. The timeout cuts off a
-    request waiting for its body or for a slow sink. On lifespan shutdown (or
-    :meth:`shutdown`), new intake requests get 503 ``server is shutting down``
-    while those in flight finish.
+    never held whole and chunked uploads stream through. A body is processed
+    in short steps (a few milliseconds each) with the event loop free in
+    between, so one request never stalls the others. A synchronous sink runs
+    in a thread, off the loop; an async sink is awaited, the batches of a step
+    together. The timeout cuts off a request waiting for its body, for a
+    decoder slot or for a slow sink. On lifespan startup a sink's ``start()``
+    is awaited if it has one; on lifespan shutdown (or :meth:`shutdown`), new
+    intake requests get 503 ``server is shutting down`` while those in flight
+    finish, then a sink's ``aclose()`` is awaited if it has one.
     """
 
     #: Seconds lifespan shutdown waits for requests in flight (None: no limit).
@@ -93,6 +101,10 @@ class IntakeASGI(Intake):
                 response = await self._respond(request_from_scope(scope), receive)
                 if response is not None:
                     await _send(response, send)
+
+    _slots: asyncio.Semaphore | None = None
+    _slots_loop: asyncio.AbstractEventLoop | None = None
+    _threads: ThreadPoolExecutor | None = None
 
     async def shutdown(self, timeout: float | None = None) -> bool:
         """Refuse new intake requests (503) and wait up to ``timeout`` seconds for
@@ -118,32 +130,83 @@ class IntakeASGI(Intake):
             return None
 
     async def _drive(self, exchange: Exchange, body: _Body) -> Response:
-        step = exchange.step()
-        while not isinstance(step, Response):
-            if step is READ:
-                step = exchange.step(await body.read())
-            elif isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-                step = exchange.step()
-            else:
-                try:
-                    pending = offer(self.sink, step.batch)  # type: ignore[arg-type, union-attr]
-                    if pending is not None:
-                        await pending
-                except Exception as exc:
-                    step = exchange.step(error=exc)
-                else:
+        admitted = False
+        try:
+            step = exchange.step()
+            while not isinstance(step, Response):
+                if step is READ:
+                    step = exchange.step(await body.read())
+                elif step is PAUSE:
+                    await asyncio.sleep(0)
                     step = exchange.step()
-        return step
+                elif isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                    step = exchange.step()
+                elif isinstance(step, Admit):
+                    admitted = await self._admit(step.seconds)
+                    step = exchange.step(admitted)
+                else:
+                    try:
+                        await self._hand_over(step.batches)
+                    except Undelivered as failure:
+                        step = exchange.step(error=failure)
+                    else:
+                        step = exchange.step()
+            return step
+        finally:
+            if admitted:
+                assert self._slots is not None
+                self._slots.release()
+
+    async def _admit(self, seconds: float) -> bool:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:  # one semaphore per event loop
+            self._slots, self._slots_loop = asyncio.Semaphore(self.max_concurrent_decoders or 1), loop
+        if not self._slots.locked():
+            await self._slots.acquire()  # returns at once
+            return True
+        try:
+            await asyncio.wait_for(self._slots.acquire(), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _hand_over(self, batches: list[Batch]) -> None:
+        """Deliver ``batches``; raise :class:`Undelivered` if the sink failed."""
+        sink: Any = self.sink
+        if self._sink_is_async:
+            outcomes = await asyncio.gather(*(sink(batch) for batch in batches), return_exceptions=True)
+            for done, outcome in enumerate(outcomes):
+                if isinstance(outcome, BaseException):
+                    raise Undelivered(done, outcome)
+        elif hasattr(sink, "put_nowait"):
+            offer_each(sink, batches)  # a queue never blocks
+        else:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(SINK_THREADS, thread_name_prefix="ndintake-sink")
+            await asyncio.get_running_loop().run_in_executor(self._threads, offer_each, sink, batches)
+
+    @property
+    def _sink_is_async(self) -> bool:
+        return is_async_sink(self.sink)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.draining = False
+                start = getattr(self.sink, "start", None)
+                if start is not None:
+                    await start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown(self.shutdown_timeout)
+                aclose = getattr(self.sink, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                if self._threads is not None:
+                    self._threads.shutdown(wait=True)
+                    self._threads = None
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

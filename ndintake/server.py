@@ -4,11 +4,15 @@ handling they share (:class:`Intake`, :class:`Exchange`), for other drivers."""
 
 from ._auth import Authenticator, AuthOutcome
 from ._errors import QueueFull, SinkUnavailable
-from ._hooks import Batch, Sink, offer
+from ._hooks import Batch, Sink, Undelivered, offer, offer_each
 from ._http import (
     BATCH_LINES,
+    DEFAULT_ADMISSION_WAIT,
+    DEFAULT_MAX_CONCURRENT_DECODERS,
     DEFAULT_TIMEOUT,
+    PAUSE,
     READ,
+    Admit,
     Deliver,
     Exchange,
     Intake,
@@ -23,9 +27,13 @@ from .sinks import JsonLinesSink, open_sink
 
 __all__ = [
     "BATCH_LINES",
+    "DEFAULT_ADMISSION_WAIT",
+    "DEFAULT_MAX_CONCURRENT_DECODERS",
     "DEFAULT_TIMEOUT",
+    "PAUSE",
     "READ",
     "SERVER_VERSION",
+    "Admit",
     "AuthOutcome",
     "Authenticator",
     "Batch",
@@ -42,7 +50,9 @@ __all__ = [
     "Sink",
     "Sleep",
     "TokenBucket",
+    "Undelivered",
     "offer",
+    "offer_each",
     "open_sink",
     "routes",
 ]

@@ -9,12 +9,13 @@ docstring); this module only does the WSGI I/O.
 
 from __future__ import annotations
 
+import threading
 import time
 from http import HTTPStatus
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-from ._hooks import is_async_sink, offer
-from ._http import READ, Exchange, Intake, Request, Sleep
+from ._hooks import Undelivered, is_async_sink, offer_each
+from ._http import PAUSE, READ, Admit, Exchange, Intake, Request, Sleep
 from ._responses import Response
 
 #: Bytes asked of ``wsgi.input`` per read.
@@ -87,7 +88,11 @@ class IntakeWSGI(Intake):
 
     def _check(self) -> None:
         if is_async_sink(self.sink):
-            raise TypeError("IntakeWSGI needs a synchronous sink; use IntakeASGI for a coroutine function")
+            raise TypeError(
+                "IntakeWSGI needs a synchronous sink: wrap an async one in ndintake.sinks.BlockingSink, "
+                "or use IntakeASGI"
+            )
+        self._slots = threading.BoundedSemaphore(self.max_concurrent_decoders or 1)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         with self.in_flight():
@@ -106,18 +111,28 @@ class IntakeWSGI(Intake):
         return not self.active
 
     def _drive(self, exchange: Exchange, body: Iterator[bytes]) -> Response:
-        step = exchange.step()
-        while not isinstance(step, Response):
-            if step is READ:
-                step = exchange.step(next(body, None))
-            elif isinstance(step, Sleep):
-                time.sleep(step.seconds)
-                step = exchange.step()
-            else:
-                try:
-                    offer(self.sink, step.batch)  # type: ignore[arg-type, union-attr]
-                except Exception as exc:
-                    step = exchange.step(error=exc)
-                else:
+        admitted = False
+        try:
+            step = exchange.step()
+            while not isinstance(step, Response):
+                if step is READ:
+                    step = exchange.step(next(body, None))
+                elif step is PAUSE:
                     step = exchange.step()
-        return step
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                    step = exchange.step()
+                elif isinstance(step, Admit):
+                    admitted = self._slots.acquire(timeout=step.seconds)
+                    step = exchange.step(admitted)
+                else:
+                    try:
+                        offer_each(self.sink, step.batches)  # type: ignore[arg-type]
+                    except Undelivered as failure:
+                        step = exchange.step(error=failure)
+                    else:
+                        step = exchange.step()
+            return step
+        finally:
+            if admitted:
+                self._slots.release()

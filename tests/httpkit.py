@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ndintake.asgi import IntakeASGI
 from ndintake.server import (
+    PAUSE,
     READ,
+    Admit,
     Deliver,
     Exchange,
     Intake,
@@ -21,7 +23,8 @@ from ndintake.server import (
     Request,
     Response,
     Sleep,
-    offer,
+    Undelivered,
+    offer_each,
 )
 from ndintake.wsgi import IntakeWSGI
 
@@ -126,10 +129,12 @@ def drive(
     between: Callable[[int], None] | None = None,
     clock: FakeClock | None = None,
     record: bool = True,
+    admit: bool = True,
 ) -> Outcome:
     """Run an exchange with a synchronous test driver. ``between(i)`` runs before
     the reply to the i-th READ; a Sleep advances ``clock`` when given. With
-    ``record=False`` the effects (and the batches they carry) are not kept."""
+    ``record=False`` the effects (and the batches they carry) are not kept;
+    ``admit`` is the reply to an Admit effect (a decoder slot or none)."""
     exchange = intake.exchange(req)
     effects: list[Any] = []
     pieces = iter(chunks)
@@ -143,6 +148,10 @@ def drive(
                 between(reads)
             reads += 1
             step = exchange.step(next(pieces, None))
+        elif step is PAUSE:
+            step = exchange.step()
+        elif isinstance(step, Admit):
+            step = exchange.step(admit)
         elif isinstance(step, Sleep):
             if clock is not None:
                 clock.advance(step.seconds)
@@ -150,9 +159,9 @@ def drive(
         else:
             assert isinstance(step, Deliver)
             try:
-                offer(intake.sink, step.batch)  # type: ignore[arg-type]
-            except Exception as exc:
-                step = exchange.step(error=exc)
+                offer_each(intake.sink, step.batches)  # type: ignore[arg-type]
+            except Undelivered as failure:
+                step = exchange.step(error=failure)
             else:
                 step = exchange.step()
     return Outcome(step, exchange, effects)

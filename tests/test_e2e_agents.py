@@ -19,12 +19,10 @@ import gzip
 import http.client
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,6 +38,7 @@ from ndintake.asgi import IntakeASGI
 from ndintake.server import Authenticator
 
 from httpkit import Recorder, body_of, python_agent_traffic
+from servekit import ServeProcess, post
 
 LOOPBACK = "127.0.0.1"
 KINDS = ("transaction", "span", "error", "metricset", "log")
@@ -364,76 +363,6 @@ def _no_identity() -> Any:
 
 
 # -- ndintake serve, the command ---------------------------------------------------------------------
-
-
-class ServeProcess:
-    """``python -m ndintake serve`` on a free loopback port."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ndintake",
-                "serve",
-                "--host",
-                LOOPBACK,
-                "--port",
-                "0",
-                "--log-level",
-                "warning",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stderr: queue.Queue[str] = queue.Queue()
-        self.lines: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        line = self._next_line(15)
-        assert "listening on http://" in line, line
-        self.url = line.split("listening on ", 1)[1].split(" ", 1)[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.put(line)
-
-    def _next_line(self, timeout: float) -> str:
-        try:
-            line = self.stderr.get(timeout=timeout)
-        except queue.Empty:
-            self.proc.kill()
-            raise AssertionError("ndintake serve printed nothing") from None
-        self.lines.append(line)
-        return line
-
-    def stop(self, signum: int, timeout: float = 15) -> int:
-        self.proc.send_signal(signum)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            while not self.stderr.empty():
-                self.lines.append(self.stderr.get_nowait())
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def test_ndintake_serve_with_agents_and_sigterm(tmp_path: Path) -> None:

@@ -610,6 +610,32 @@ def test_feed_paced_decodes_a_bounded_amount_per_step() -> None:
     assert stream.close().accepted > 40_000
 
 
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "br"])
+def test_feed_paced_hands_on_a_bounded_amount_per_step_however_much_the_input_inflates(codec: str) -> None:
+    """A few bytes of zstd or br can stand for megabytes: a step still decodes
+    about one ``STEP_OUTPUT`` (plus one zstd block), so a server's step is short."""
+    import brotli
+    import zstandard
+
+    from ndintake._decode import STEP_OUTPUT
+
+    raw = metadata_line() + b"\n" + b"1\n" * 10_000_000
+    compress = {
+        "gzip": lambda data: gzip.compress(data, 9),
+        "zstd": lambda data: zstandard.ZstdCompressor(level=19).compress(data),
+        "br": lambda data: brotli.compress(data, quality=9),
+    }[codec]
+    stream = ndintake.IntakeStream(content_encoding=codec)
+    decoded, sizes = 0, []
+    for _ in stream.feed_paced(compress(raw)):
+        sizes.append(stream._size - decoded)
+        decoded = stream._size
+        if decoded > 2_000_000:
+            break
+    assert decoded > 2_000_000
+    assert max(sizes) <= STEP_OUTPUT + 128 * 1024, max(sizes)
+
+
 def test_feed_paced_stops_when_failed_between_steps() -> None:
     stream = ndintake.IntakeStream()
     steps = stream.feed_paced(_inflating_body(8))

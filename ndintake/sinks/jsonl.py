@@ -73,8 +73,9 @@ class JsonLinesSink:
         with self._lock:
             if self._fd is None:
                 assert self._file is not None
-                self._file.write(data)
-                self._file.flush()
+                with _Flock(self._file):  # workers sharing stdout write whole batches
+                    self._file.write(data)
+                    self._file.flush()
             else:
                 with self._locked():
                     self._append(self._fd, data)
@@ -107,16 +108,25 @@ class JsonLinesSink:
 
 
 class _Flock:
-    """An exclusive ``flock`` on a descriptor, as a context manager."""
+    """An exclusive ``flock`` on a descriptor or a file object, as a context
+    manager; a file object without a descriptor (``BytesIO``) is not locked."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, target: int | BinaryIO) -> None:
+        if isinstance(target, int):
+            self._fd: int | None = target
+        else:
+            try:
+                self._fd = target.fileno()
+            except (OSError, ValueError, AttributeError):
+                self._fd = None
 
     def __enter__(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _repair(fd: int) -> None:
