@@ -226,8 +226,9 @@ class RedisServer(Broker):
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-                "--dir", str(self.dir), *self.extra]  # fmt: skip
+        # AOF with a fsync per write: what was acknowledged survives SIGKILL, as it should in production
+        return [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "yes",
+                "--appendfsync", "always", "--dir", str(self.dir), *self.extra]  # fmt: skip
 
     def ready(self) -> bool:
         return redis_answers("127.0.0.1", self.port)
@@ -249,7 +250,7 @@ class NatsServer(Broker):
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis (no persistence; fill it with ``CONFIG SET maxmemory``)."""
+    """A private Redis (AOF, ``appendfsync always``; fill it with ``CONFIG SET maxmemory``)."""
     server = RedisServer(tmp_path, "--maxmemory-policy", "noeviction")
     server.start()
     yield server

@@ -23,9 +23,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .blocking import BlockingSink
 from .jsonl import JsonLinesSink
 
-__all__ = ["JsonLinesSink", "open_sink", "SINK_SPELLINGS"]
+__all__ = ["BlockingSink", "JsonLinesSink", "open_sink", "SINK_SPELLINGS"]
 
 #: The command-line spellings of :func:`open_sink`.
 SINK_SPELLINGS = "jsonl:PATH[?fsync=1&format=batch] | stdout | null | redis://... | nats://... | kafka://..."
