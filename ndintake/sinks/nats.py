@@ -17,7 +17,7 @@ try:
     import nats
     import nats.errors
     import nats.js.errors
-    from nats.js.api import Header, StreamConfig
+    from nats.js.api import Header, StorageType, StreamConfig
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"the NATS sink needs nats-py: pip install 'ndintake[nats]' ({exc})") from exc
 
@@ -193,7 +193,7 @@ class JetStreamSink(BrokerSink):
         try:
             await self._js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            config = StreamConfig(name=self.stream, subjects=[self.wildcard], storage="file")
+            config = StreamConfig(name=self.stream, subjects=[self.wildcard], storage=StorageType.FILE)
             try:
                 await self._js.add_stream(config)
             except nats.js.errors.BadRequestError:  # another process created it meanwhile
@@ -229,8 +229,8 @@ class JetStreamSink(BrokerSink):
                         "Ndintake-Route": m.route,
                     },
                 )
-            done = asyncio.gather(*acks)
-            await asyncio.wait([done, lost], return_when=asyncio.FIRST_COMPLETED)
+            done: asyncio.Future[list[bool]] = asyncio.gather(*acks)
+            await asyncio.wait([done, lost], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             if not done.done():  # (left pending: its acks are forgotten below)
                 lost.result()  # raises SinkUnavailable
             duplicates = done.result()  # raises the first refusal (QueueFull, SinkUnavailable)
