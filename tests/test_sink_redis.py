@@ -199,7 +199,8 @@ def test_killed_redis_raises_sink_unavailable_then_recovers(own_redis, caplog):
     with caplog.at_level(logging.WARNING, logger="ndintake.sinks"):
         run(go())
     assert sink.count == 2 * len(batch)
-    assert entries(own_redis.url + "?", "killed") and len(entries(own_redis.url + "?", "killed")) == len(batch)
+    # the AOF kept the first batch through the kill; the refused ones were never written
+    assert len(entries(own_redis.url + "?", "killed")) == 2 * len(batch)
     messages = [r.getMessage() for r in caplog.records]
     assert sum("is unavailable" in m for m in messages) == 1  # one outage, logged once
     assert any("available again" in m for m in messages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .._errors import QueueFull, SinkUnavailable
@@ -102,7 +103,9 @@ class RedisStreamSink(BrokerSink):
         """Check that Redis answers. Never raises: an unreachable Redis is
         logged, the server starts anyway and answers 503 until it is back."""
         try:
-            await self._redis.ping()
+            await asyncio.wait_for(self._redis.ping(), CONNECT_TIMEOUT + 1)
+        except asyncio.TimeoutError:
+            self.went_down(f"no answer to PING within {CONNECT_TIMEOUT + 1:g} s")
         except (RedisError, OSError) as exc:
             self.went_down(_cause(exc))
 
