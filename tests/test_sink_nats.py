@@ -352,3 +352,28 @@ def test_missing_nats_py_names_the_extra():
     code = "import sys; sys.modules['nats'] = None; import ndintake.sinks.nats"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "pip install 'ndintake[nats]'" in proc.stderr
+
+
+def test_server_down_at_start_then_up_without_a_new_sink(own_nats):
+    own_nats.kill()
+    sink = open_sink(f"{own_nats.url}?stream=LATE&subject=late")
+    batch = batches()[0]
+
+    async def go():
+        await sink.start(wait=0.5)  # logs, does not raise
+        with pytest.raises(SinkUnavailable, match="not connected"):
+            await sink(batch)
+        await asyncio.to_thread(own_nats.start)
+        deadline = time.monotonic() + 15
+        while True:  # the first connection is retried every second, in the background
+            try:
+                await sink(batch)
+                break
+            except SinkUnavailable:
+                assert time.monotonic() < deadline, "never connected"
+                await asyncio.sleep(0.2)
+        await sink.aclose()
+        return await stored(own_nats.url, "LATE")
+
+    got = run(go())
+    assert len(got) == sink.count == len(batch)
