@@ -136,13 +136,12 @@ class Route:
 
 def routes() -> dict[str, Route]:
     """The paths an intake server answers."""
-    rum = "rum"
     return {
         "/": Route("root"),
         "/config/v1/agents": Route("config"),
         "/intake/v2/events": Route("intake", "apm"),
-        "/intake/v2/rum/events": Route("intake", rum, rum=True),
-        "/intake/v3/rum/events": Route("intake", rum, rum=True),
+        "/intake/v2/rum/events": Route("intake", "rum", rum=True),
+        "/intake/v3/rum/events": Route("intake", "rum", rum=True),
         "/api/v2/prodlytics": Route("intake", "prodlytics"),
     }
 
@@ -177,11 +176,6 @@ class Batcher:
         """The unfinished batch, if any (end of body)."""
         pending, self._pending = self._pending, []
         return [pending] if pending else []
-
-    @property
-    def pending(self) -> int:
-        """Events held for the unfinished batch."""
-        return len(self._pending)
 
     def discard(self) -> int:
         """Drop the unfinished batch; return how many events it held."""

@@ -101,10 +101,9 @@ def test_agent_config_refuses_other_methods_and_needs_credentials() -> None:
     assert (out.response.status, out.json) == (401, {"error": MISSING_AUTH})
 
 
-def test_rum_paths_use_the_rum_profile_when_the_core_has_one() -> None:
+def test_rum_paths_use_the_rum_profile() -> None:
     routes = Intake().routes
-    rum = "rum" if "rum" in ndintake.PROFILES else "apm"
-    assert routes["/intake/v2/rum/events"].profile == routes["/intake/v3/rum/events"].profile == rum
+    assert routes["/intake/v2/rum/events"].profile == routes["/intake/v3/rum/events"].profile == "rum"
     assert routes["/intake/v2/events"].profile == "apm"
     assert routes["/api/v2/prodlytics"].profile == "prodlytics"
 
