@@ -297,6 +297,7 @@ class Server:
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.jsonl: Path | None = None
+        self.seen_pids: set[int] = set()  # every process of its tree the sampler saw
 
     def start(self, timeout: float = 30.0) -> None:
         last: Exception | None = None
@@ -475,9 +476,15 @@ class Tally:
         self.other_latency.append(seconds)
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head[:-4].split(b"\r\n")
+def parse_response(buffer: bytearray) -> tuple[int, dict[bytes, bytes], bytes, int] | None:
+    """(status, headers, payload, bytes used) of the HTTP/1.1 answer at the start of
+    ``buffer``, or None while it is incomplete. Raises ValueError on garbage."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > 65536:
+            raise ValueError("answer head over 64 KiB")
+        return None
+    lines = bytes(buffer[:end]).split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
         raise ValueError(f"bad status line {lines[0][:80]!r}")
@@ -486,57 +493,124 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, 
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
+    at = end + 4
     if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
         payload = bytearray()
-        for _ in range(10_000):
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        for _ in range(100_000):
+            eol = buffer.find(b"\r\n", at)
+            if eol < 0:
+                return None
+            size = int(bytes(buffer[at:eol]).split(b";")[0], 16)
+            at = eol + 2
+            if len(buffer) < at + size + 2:
+                return None
+            payload += buffer[at : at + size]
+            at += size + 2
             if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            payload += await reader.readexactly(size)
-            await reader.readexactly(2)
-        return status, headers, bytes(payload)
+                return status, headers, bytes(payload), at
+        raise ValueError("too many chunks")
     length = int(headers.get(b"content-length", b"0") or 0)
-    return status, headers, await reader.readexactly(length) if length else b""
+    if len(buffer) < at + length:
+        return None
+    return status, headers, bytes(buffer[at : at + length]), at + length
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: writes a request, waits for its answer. An answer that
+    arrived before the server closed (a refusal sent before the body was read) is
+    still delivered; otherwise a closed connection raises ConnectionError."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, dict[bytes, bytes], bytes]] | None = None
+        self.closed = False
+        self.reason: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._check()
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reason = exc
+        self._check()
+
+    def _check(self) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            answer = parse_response(self.buffer)
+        except ValueError as exc:
+            waiter.set_exception(exc)
+            return
+        if answer is not None:
+            status, headers, payload, used = answer
+            del self.buffer[:used]
+            waiter.set_result((status, headers, payload))
+        elif self.closed:
+            reason = self.reason
+            kind = type(reason).__name__ if reason is not None else "closed by server"
+            waiter.set_exception(ConnectionError(kind))
+
+    async def request(self, data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        if self.closed or self.transport is None:
+            raise ConnectionError("closed by server")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        self._check()
+        return await self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def client(
     port: int, body: Body, tally: Tally, stop_at: float, budget: list[int], in_flight: list[int], timeout: float
 ) -> None:
     """One keep-alive connection (re-opened after errors and refusals), requests back to back."""
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
+    loop = asyncio.get_running_loop()
+    conn: Connection | None = None
     try:
-        while time.monotonic() < stop_at and budget[0] > 0:
+        for _ in range(budget[0]):
+            if time.monotonic() >= stop_at or budget[0] <= 0:
+                break
             budget[0] -= 1
             tally.sent += 1
             in_flight[0] += 1
             start = time.perf_counter()
             try:
-                if writer is None:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
-                assert reader is not None
-                writer.write(body.request)
-                status, headers, payload = await asyncio.wait_for(read_response(reader), timeout)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError) as exc:
+                if conn is None:
+                    _, conn = await asyncio.wait_for(loop.create_connection(Connection, HOST, port), timeout)
+                status, headers, payload = await asyncio.wait_for(conn.request(body.request), timeout)
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 in_flight[0] -= 1
-                tally.error(type(exc).__name__, time.perf_counter() - start)
+                kind = str(exc) if isinstance(exc, ConnectionError) and str(exc) else type(exc).__name__
+                tally.error(kind, time.perf_counter() - start)
                 tally.last_done = time.monotonic()
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
+                if conn is not None:
+                    conn.close()
+                conn = None
                 await asyncio.sleep(0.01)  # no tight loop against a server that is gone
                 continue
             in_flight[0] -= 1
             tally.record(status, time.perf_counter() - start, payload)
             tally.last_done = time.monotonic()
             if status >= 400 or headers.get(b"connection", b"").lower() == b"close":
-                assert writer is not None
-                writer.close()
-                reader = writer = None
+                assert conn is not None
+                conn.close()
+                conn = None
     finally:
-        if writer is not None:
-            writer.close()
+        if conn is not None:
+            conn.close()
 
 
 class Sampler(threading.Thread):
@@ -552,6 +626,7 @@ class Sampler(threading.Thread):
         self.samples = 0
         self.pids: list[int] = process_tree(server.pid)
         self.max_pids = len(self.pids)
+        self.seen: set[int] = set(self.pids)
         self.truncated = 0
 
     def run(self) -> None:
@@ -561,6 +636,7 @@ class Sampler(threading.Thread):
             if ticks % 10 == 0:
                 self.pids = process_tree(self.server.pid)
                 self.max_pids = max(self.max_pids, len(self.pids))
+                self.seen.update(self.pids)
                 jsonl = self.server.jsonl
                 if jsonl is not None:
                     try:
@@ -648,13 +724,14 @@ def run_cell(
     max_requests: int,
     timeout: float,
     loop_factory: Any,
+    probe_timeout: float = 10.0,
 ) -> dict[str, Any]:
     tally = Tally(body.events if counts_events else None)
     pids = process_tree(server.pid)
     rss_start = rss_bytes(pids)
     hwm_reset = reset_hwm(pids)
     sampler = Sampler(server, seconds + drain + 10)
-    probe = Probe(server.port, seconds + drain + 10)
+    probe = Probe(server.port, seconds + drain + 10, probe_timeout)
     cpu0 = (own_cpu(), cpu_seconds(pids), machine_busy(), time.monotonic())
     sampler.start()
     probe.start()
@@ -716,6 +793,7 @@ def run_cell(
             else None,
         },
     }
+    server.seen_pids.update(sampler.seen)
     if sampler.truncated:
         cell["jsonl_truncations"] = sampler.truncated
     return cell
@@ -811,9 +889,8 @@ def format_report(report: dict[str, Any]) -> str:
     for c in report["cells"]:
         s = c["status"]
         a, r, p = c["latency_202"], c["latency_refused"], c["probe"]
-        probe = f"{_num(p['p99_ms'])} / {_num(p['max_ms'])}"
-        if p["failures"]:
-            probe += f" ({sum(p['failures'].values())} failed)"
+        probe = f"{_num(p['p99_ms'])} / {_num(p['max_ms'])} ({p['answered']}/{p['count']}"
+        probe += f", {sum(p['failures'].values())} failed)" if p["failures"] else ")"
         out.append(
             f"| {c['server']} | {c['body']} | {c['concurrency']} | {_num(c['requests_s'])} | {_num(c['events_s'])}"
             f" | {_num(c['decoded_mb_s'])} | {_num(c['wire_mb_s'])} | {s['202']} / {s['refused']} / {s['other']}"
@@ -946,6 +1023,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "validate": baseline,
         "skipped": [],
         "cells": [],
+        "server_pids": {},
         "mismatches": mismatches,
     }
     if help_error:
@@ -982,6 +1060,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             args.max_requests,
                             args.request_timeout,
                             loop_factory,
+                            args.probe_timeout,
                         )
                         report["cells"].append(cell)
                         if cell["accepted_mismatches"]:
@@ -1000,6 +1079,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(str(exc))
             finally:
                 server.stop()
+                report["server_pids"][server.name] = sorted(server.seen_pids | {server.pid})
         report["server_logs"] = {}
         for path in sorted(workdir.glob("*.log")):
             text = path.read_text(errors="replace").strip().splitlines()
@@ -1053,7 +1133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run: 1 s cells, concurrency 1 and 8, bare and null")
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON to PATH")
     parser.add_argument("--seconds", type=float, help="load per cell (default 3; 1 with --quick)")
-    parser.add_argument("--drain", type=float, help="time given to requests in flight after a cell (default 20; 10 quick)")
+    parser.add_argument(
+        "--drain", type=float, help="time given to requests in flight after a cell (default 35: past the server's 30 s timeout; 10 quick)"
+    )
+    parser.add_argument(
+        "--probe-timeout", type=float, default=10.0, help="the side probe's GET / gives up after this (default 10 s)"
+    )
     parser.add_argument("--max-requests", type=int, default=20_000, help="requests per cell at most (default 20000)")
     parser.add_argument("--request-timeout", type=float, default=60.0, help="client timeout per request (default 60 s)")
     parser.add_argument("--concurrency", type=_int_list, help="levels (default 1,8,32,128; 1,8 with --quick)")
@@ -1075,20 +1160,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--validate-seconds", type=float, help="in-process baseline time per body (default 2; 0.3 quick)")
     parser.add_argument("--pause", type=float, default=0.5, help="pause between cells (default 0.5 s)")
-    parser.add_argument("--client-loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--client-loop", choices=("asyncio", "uvloop"), help="the load clients' event loop (default uvloop if installed)"
+    )
     parser.add_argument("--seed", type=int, default=corpora.DEFAULT_SEED)
     args = parser.parse_args(argv)
     quick = args.quick
     if args.seconds is None:
         args.seconds = 1.0 if quick else 3.0
     if args.drain is None:
-        args.drain = 10.0 if quick else 20.0
+        args.drain = 10.0 if quick else 35.0
     if args.concurrency is None:
         args.concurrency = [1, 8] if quick else [1, 8, 32, 128]
     if args.sizes is None:
         args.sizes = list(SIZES.items())
     if args.servers is None:
         args.servers = ["bare", "null"] if quick else list(DEFAULT_SERVERS)
+    if args.client_loop is None:
+        try:
+            import uvloop  # noqa: F401
+
+            args.client_loop = "uvloop"
+        except ImportError:
+            args.client_loop = "asyncio"
     if args.validate_seconds is None:
         args.validate_seconds = 0.3 if quick else 2.0
     if not 0 < args.seconds <= 600 or not 0 <= args.drain <= 600 or args.max_requests < 1:
