@@ -57,8 +57,8 @@ from .competitors import LEVELS
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SIZES = {"1mb": 1_000_000, "50kb": 50_000}
-SERVERS = ("bare", "null", "null-w2", "jsonl")
-DEFAULT_SERVERS = ("bare", "null", "null-w2")
+SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl")
+DEFAULT_SERVERS = ("bare", "bare-w2", "null", "null-w2")  # the -w2 rows only when serve has --workers
 REFUSALS = (503, 429)
 PROBE_EVERY = 0.2
 SAMPLE_EVERY = 0.05
@@ -827,16 +827,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _fmt(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and digits:
-        return f"{value:,.{digits}f}"
-    if isinstance(value, (int, float)):
-        return f"{value:,.0f}" if abs(value) >= 100 or digits == 0 else f"{value:.{digits}f}"
-    return str(value)
-
-
 def _num(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "–"
@@ -939,7 +929,7 @@ def _servers(text: str) -> list[str]:
 
 
 def server_rows(
-    names: list[str], options: set[str], args: argparse.Namespace, workdir: Path
+    names: list[str], options: set[str], args: argparse.Namespace, workdir: Path, explicit: bool = False
 ) -> tuple[list[tuple[Server, bool]], list[str], list[str]]:
     """(server, counts events) rows to run, what was skipped and why, the extra args passed."""
     rows: list[tuple[Server, bool]] = []
@@ -958,12 +948,16 @@ def server_rows(
             skipped.append(f"server option {name} (ndintake serve --help does not list it)")
     base = [sys.executable, "-m", "ndintake", "serve", "--host", HOST, "--log-level", "warning", "--grace", "1"]
     has_workers = "--workers" in options
+    explicit = set(names) if explicit else set()
     for name in names:
-        if name == "bare":
+        workers = 2 if name.endswith("-w2") else 1
+        if name.startswith("bare"):
+            if workers > 1 and not has_workers and name not in explicit:
+                skipped.append(f"server {name}: only run next to null-w2, and `ndintake serve` has no --workers yet")
+                continue
             argv = [sys.executable, "-m", "benchmarks.bare_app", "--host", HOST, "--log-level", "warning", "--grace", "1"]
-            rows.append((Server("bare", argv, workdir), False))
+            rows.append((Server(name, argv + ["--workers", str(workers)], workdir), False))
             continue
-        workers = 2 if name == "null-w2" else 1
         if workers > 1 and not has_workers:
             skipped.append(f"server {name}: `ndintake serve` has no --workers option yet")
             continue
@@ -1030,7 +1024,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["skipped"].append(f"ndintake serve --help failed ({help_error}): options unknown")
     with tempfile.TemporaryDirectory(prefix="ndintake-load-") as tmp:
         workdir = Path(tmp)
-        rows, skipped, extra = server_rows(args.servers, options, args, workdir)
+        rows, skipped, extra = server_rows(args.servers, options, args, workdir, args.servers_explicit)
         report["skipped"] += skipped
         report["config"]["server_args"] = extra
         for note in report["skipped"]:
@@ -1091,11 +1085,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def finish(report: dict[str, Any]) -> None:
     """Ratios, the client's CPU and the noise summary."""
-    bare = {(c["body"], c["concurrency"]): c for c in report["cells"] if c["server"] == "bare"}
+    bare = {(c["server"], c["body"], c["concurrency"]): c for c in report["cells"] if c["server"].startswith("bare")}
     for cell in report["cells"]:
-        ref = bare.get((cell["body"], cell["concurrency"]))
-        if cell["server"] != "bare" and ref and ref["requests_s"]:
+        if cell["server"].startswith("bare"):
+            continue
+        # against the bare app with as many workers, else the one-worker one
+        key = (cell["body"], cell["concurrency"])
+        ref = bare.get(("bare-w2", *key)) if cell["server"].endswith("-w2") else None
+        ref = ref or bare.get(("bare", *key))
+        if ref and ref["requests_s"]:
             cell["vs_bare"] = round(cell["accepted_requests_s"] / ref["requests_s"], 3)
+            cell["vs_bare_row"] = ref["server"]
         base = report["validate"].get(cell["body"])
         if cell["events_s"] is not None and base and base["events_s"]:
             cell["vs_validate"] = round(cell["events_s"] / base["events_s"], 3)
@@ -1174,6 +1174,7 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency = [1, 8] if quick else [1, 8, 32, 128]
     if args.sizes is None:
         args.sizes = list(SIZES.items())
+    args.servers_explicit = args.servers is not None
     if args.servers is None:
         args.servers = ["bare", "null"] if quick else list(DEFAULT_SERVERS)
     if args.client_loop is None:
