@@ -61,6 +61,7 @@ SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl")
 DEFAULT_SERVERS = ("bare", "bare-w2", "null", "null-w2")  # the -w2 rows only when serve has --workers
 REFUSALS = (503, 429)
 PROBE_EVERY = 0.2
+CLIENT_BOUND = 0.7  # client cores from which a cell is marked as possibly client-bound
 SAMPLE_EVERY = 0.05
 JSONL_CAP = 256 * 1024 * 1024  # the jsonl sink's file is truncated past this size
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -812,6 +813,19 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def uvicorn_auto() -> dict[str, str]:
+    """What uvicorn's ``http="auto"`` and ``loop="auto"`` pick here (the servers
+    run in this environment): httptools and uvloop when they import."""
+    picked = {}
+    for key, module, fallback in (("http", "httptools", "h11"), ("loop", "uvloop", "asyncio")):
+        try:
+            __import__(module)
+            picked[key] = module
+        except ImportError:
+            picked[key] = fallback
+    return picked
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {}
     try:
@@ -823,6 +837,7 @@ def machine_info() -> dict[str, Any]:
         info["python"] = f"{platform.python_implementation()} {platform.python_version()}"
         info["logical_cpus"] = os.cpu_count()
     info["packages"] = versions()
+    info["uvicorn_auto"] = uvicorn_auto()
     info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
@@ -845,8 +860,9 @@ def format_report(report: dict[str, Any]) -> str:
     )
     out.append(
         f"- {m.get('python', '?')}; uvicorn {pk.get('uvicorn')}, httptools {pk.get('httptools')},"
-        f" uvloop {pk.get('uvloop')}; ndintake {pk.get('ndintake')} ({m.get('git', '?')});"
-        f" client loop: {report['config']['client_loop']}"
+        f" uvloop {pk.get('uvloop')}; servers run http={m.get('uvicorn_auto', {}).get('http')},"
+        f" loop={m.get('uvicorn_auto', {}).get('loop')}; ndintake {pk.get('ndintake')} ({m.get('git', '?')});"
+        f" load clients' loop: {report['config']['client_loop']}"
     )
     cfg = report["config"]
     out.append(
@@ -876,13 +892,17 @@ def format_report(report: dict[str, Any]) -> str:
         " server cores | client cores |"
     )
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    def mark(cell: dict[str, Any]) -> str:
+        cores = cell["cpu"]["client_cores"]
+        return " †" if cores is not None and cores >= CLIENT_BOUND else ""
+
     for c in report["cells"]:
         s = c["status"]
         a, r, p = c["latency_202"], c["latency_refused"], c["probe"]
         probe = f"{_num(p['p99_ms'])} / {_num(p['max_ms'])} ({p['answered']}/{p['count']}"
         probe += f", {sum(p['failures'].values())} failed)" if p["failures"] else ")"
         out.append(
-            f"| {c['server']} | {c['body']} | {c['concurrency']} | {_num(c['requests_s'])} | {_num(c['events_s'])}"
+            f"| {c['server']} | {c['body']} | {c['concurrency']} | {_num(c['requests_s'])}{mark(c)} | {_num(c['events_s'])}"
             f" | {_num(c['decoded_mb_s'])} | {_num(c['wire_mb_s'])} | {s['202']} / {s['refused']} / {s['other']}"
             f" | {_num(a['p50_ms'])} / {_num(a['p99_ms'])} | {_num(r['p50_ms'])} / {_num(r['p99_ms'])}"
             f" | {_num(c['server_peak_rss_mb'])} | {probe} | {_num(c.get('vs_bare'), 2)} | {_num(c.get('vs_validate'), 2)}"
@@ -894,6 +914,8 @@ def format_report(report: dict[str, Any]) -> str:
         " vs bare: req/s over the bare app's in the same cell; vs validate: events/s over in-process"
         " `ndintake.validate` (one core). Peak RSS: server process tree, VmRSS summed every 50 ms."
         " client cores: CPU of this harness process (load clients, probe, sampler) per second of wall time."
+        f" wire MB/s: gzip bodies of the answered requests (a refusal may come before the body is read)."
+        f" †: the load client took {CLIENT_BOUND} cores or more, so it may have been the bound."
     )
     client = report.get("client_cpu", {})
     if client:

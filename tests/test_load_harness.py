@@ -113,3 +113,37 @@ def test_quick_run_produces_sane_json(tmp_path: Path) -> None:
     pids = [pid for group in report["server_pids"].values() for pid in group]
     assert len(pids) >= 2
     assert [pid for pid in pids if _alive(pid)] == []
+
+
+def test_server_rows_follow_the_options_serve_lists(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from argparse import Namespace
+
+    from benchmarks.load import server_rows
+
+    args = Namespace(max_concurrent_decoders=3, server_arg=["--timeout=5", "--future-flag"])
+    names = ["bare", "bare-w2", "null", "null-w2", "jsonl"]
+
+    # today's serve: no --workers, no --max-concurrent-decoders
+    today = {"--host", "--port", "--sink", "--timeout", "--grace", "--log-level"}
+    rows, skipped, extra = server_rows(names, today, args, tmp_path)
+    assert [server.name for server, _ in rows] == ["bare", "null", "jsonl"]
+    assert extra == ["--timeout", "5"]
+    assert any("null-w2" in s and "--workers" in s for s in skipped)
+    assert any("--max-concurrent-decoders" in s for s in skipped)
+    assert any("--future-flag" in s for s in skipped)
+    null = dict((server.name, server) for server, _ in rows)["null"]
+    assert "--workers" not in null.argv and null.argv[-2:] == ["--timeout", "5"]
+    assert [counts for _, counts in rows] == [False, True, True]
+
+    # once serve has them, they are passed on
+    later = today | {"--workers", "--max-concurrent-decoders", "--future-flag"}
+    rows, skipped, extra = server_rows(names, later, args, tmp_path)
+    by_name = {server.name: server for server, _ in rows}
+    assert list(by_name) == names and skipped == []
+    assert extra == ["--max-concurrent-decoders", "3", "--timeout", "5", "--future-flag"]
+    w2 = by_name["null-w2"].argv
+    assert w2[w2.index("--workers") + 1] == "2" and w2[w2.index("--sink") + 1] == "null"
+    assert by_name["null"].argv[by_name["null"].argv.index("--workers") + 1] == "1"
+    assert by_name["bare-w2"].argv[-2:] == ["--workers", "2"]
+    assert by_name["jsonl"].argv[by_name["jsonl"].argv.index("--sink") + 1].startswith("jsonl:")
