@@ -661,8 +661,9 @@ class Probe(threading.Thread):
         self.max_seconds = max_seconds
         self.timeout = timeout
         self.halt = threading.Event()
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # every attempt, failed ones included (up to their failure)
         self.failures: dict[str, int] = {}
+        self.ok = 0
 
     def run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -673,8 +674,9 @@ class Probe(threading.Thread):
             start = time.perf_counter()
             try:
                 status, seconds = http_get(self.port, timeout=self.timeout)
+                self.latencies.append(seconds)
                 if status == 200:
-                    self.latencies.append(seconds)
+                    self.ok += 1
                 else:
                     self.failures[str(status)] = self.failures.get(str(status), 0) + 1
             except OSError as exc:
@@ -686,7 +688,7 @@ class Probe(threading.Thread):
 
     def summary(self) -> dict[str, Any]:
         out = latency_summary(self.latencies)
-        out["answered"] = len(self.latencies) - sum(self.failures.values())
+        out["answered"] = self.ok
         out["failures"] = self.failures
         return out
 
@@ -748,7 +750,7 @@ def run_cell(
     hwm = sum(_status_kb(pid, b"VmHWM:") for pid in pids) * 1024
     wall = cpu1[3] - cpu0[3]
     client_cpu = cpu1[0] - cpu0[0]
-    server_cpu = cpu1[1] - cpu0[1]
+    server_cpu = max(0.0, cpu1[1] - cpu0[1])  # a process of the tree that went away takes its CPU with it
     busy = (cpu1[2] - cpu0[2]) if cpu0[2] is not None and cpu1[2] is not None else None
     ok = tally.statuses.get("202", 0)
     refused = sum(tally.statuses.get(str(s), 0) for s in REFUSALS)
@@ -921,7 +923,9 @@ def format_report(report: dict[str, Any]) -> str:
     if client:
         out.append(
             f"Load client's own CPU: {_num(client.get('cores_mean'), 3)} cores on average,"
-            f" {_num(client.get('cores_max'), 3)} at most, {_num(client.get('us_per_request_mean'), 0)} µs per request."
+            f" {_num(client.get('cores_max'), 3)} at most"
+            + "".join(f"; {us:,.0f} µs per {body} request" for body, us in client.get("us_per_request_bare", {}).items())
+            + (" (over the bare-app cells)." if client.get("us_per_request_bare") else ".")
         )
     if report["mismatches"]:
         out.append("")
@@ -1124,15 +1128,20 @@ def finish(report: dict[str, Any]) -> None:
     cells = report["cells"]
     if cells:
         cores = [c["cpu"]["client_cores"] for c in cells if c["cpu"]["client_cores"] is not None]
-        per_request = [
-            c["cpu"]["client_cpu_s"] / c["requests"] * 1e6 for c in cells if c["requests"] and c["cpu"]["client_cpu_s"]
-        ]
+        # per request where the server is not the bound: the bare rows, per body
+        per_request: dict[str, float] = {}
+        for body in report["bodies"]:
+            rows = [c for c in cells if c["server"].startswith("bare") and c["body"] == body]
+            count = sum(c["requests"] for c in rows)
+            if count:
+                per_request[body] = round(sum(c["cpu"]["client_cpu_s"] for c in rows) / count * 1e6, 1)
         others = [c["cpu"]["others_cores"] for c in cells if c["cpu"]["others_cores"] is not None]
         report["client_cpu"] = {
             "cores_mean": round(statistics.mean(cores), 3) if cores else None,
             "cores_max": round(max(cores), 3) if cores else None,
-            "us_per_request_mean": round(statistics.mean(per_request)) if per_request else None,
-            "note": "CPU of the harness process (asyncio load clients, probe thread, RSS sampler) during the cells",
+            "us_per_request_bare": per_request,
+            "note": "CPU of the harness process (load clients, probe thread, RSS sampler) during the cells;"
+            " us_per_request_bare: its CPU per request over the bare-app cells, per body",
         }
         report["noise"] = {
             "others_cores_mean": round(statistics.mean(others), 3) if others else None,
