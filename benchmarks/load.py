@@ -138,7 +138,7 @@ def build_body(name: str, target: int, seed: int) -> Body:
     return body
 
 
-def validate_baseline(body: Body, seconds: float, max_rounds: int = 50) -> dict[str, Any]:
+def validate_baseline(body: Body, seconds: float, max_rounds: int = 50, min_rounds: int = 3) -> dict[str, Any]:
     """In-process ``ndintake.validate`` on the gzip body: median of timed rounds."""
     import ndintake
 
@@ -146,7 +146,7 @@ def validate_baseline(body: Body, seconds: float, max_rounds: int = 50) -> dict[
     times: list[float] = []
     accepted = [warm.accepted]
     deadline = time.monotonic() + seconds
-    while len(times) < max_rounds and (len(times) < 3 or time.monotonic() < deadline):
+    while len(times) < max_rounds and (len(times) < min_rounds or time.monotonic() < deadline):
         start = time.perf_counter()
         result = ndintake.validate(body.wire, content_encoding="gzip")
         times.append(time.perf_counter() - start)
@@ -873,10 +873,12 @@ def format_report(report: dict[str, Any]) -> str:
     )
     for name, info in report["bodies"].items():
         base = report["validate"].get(name, {})
+        again = [c["validate_before"]["events_s"] for c in report["cells"] if c["body"] == name and "validate_before" in c]
         out.append(
             f"- body {name}: {info['wire_bytes']:,} B gzip, {info['decoded_bytes']:,} B decoded, {info['events']:,}"
             f" events; in-process `ndintake.validate`: {_num(base.get('events_s'))} events/s,"
-            f" {_num(base.get('decoded_mb_s'))} MB/s, {_num(base.get('requests_s'), 2)} bodies/s"
+            f" {_num(base.get('decoded_mb_s'))} MB/s, {_num(base.get('requests_s'), 2)} bodies/s at start"
+            + (f"; {_num(min(again))}–{_num(max(again))} events/s when re-timed before each cell" if again else "")
         )
     for skipped in report["skipped"]:
         out.append(f"- skipped: {skipped}")
@@ -913,8 +915,9 @@ def format_report(report: dict[str, Any]) -> str:
     out.append("")
     out.append(
         "req/s counts answered requests over the cell (load + drain); events/s and dec MB/s count 202s only."
-        " vs bare: req/s over the bare app's in the same cell; vs validate: events/s over in-process"
-        " `ndintake.validate` (one core). Peak RSS: server process tree, VmRSS summed every 50 ms."
+        " vs bare: accepted req/s over the bare app's req/s in the same cell; vs validate: events/s over in-process"
+        " `ndintake.validate` (one core) timed just before the cell. Peak RSS: server process tree, VmRSS summed"
+        f" every 50 ms{'' if report['config'].get('reuse_servers') else ', a fresh server per cell'}."
         " client cores: CPU of this harness process (load clients, probe, sampler) per second of wall time."
         f" wire MB/s: gzip bodies of the answered requests (a refusal may come before the body is read)."
         f" †: the load client took {CLIENT_BOUND} cores or more, so it may have been the bound."
@@ -999,6 +1002,74 @@ def server_rows(
     return rows, skipped, extra
 
 
+def run_row(
+    server: Server, counts: bool, bodies: dict[str, Body], args: argparse.Namespace, loop_factory: Any, report: dict[str, Any]
+) -> None:
+    """Every (body, concurrency) cell of one server row. The server is started afresh
+    for each cell (unless --reuse-servers), so a cell's peak RSS is its own; right
+    before each cell, in-process ``ndintake.validate`` is timed again on the body
+    (while the server idles), so ``vs validate`` compares figures taken moments apart."""
+    mismatches: list[str] = report["mismatches"]
+    started = False
+    log(f"{server.name}: {' '.join(server.argv[1:])}")
+    try:
+        for body in bodies.values():
+            for concurrency in args.concurrency:
+                if not started or not args.reuse_servers:
+                    if started:
+                        server.stop()
+                    if server.jsonl is not None and server.jsonl.exists():
+                        os.truncate(server.jsonl, 0)
+                    try:
+                        server.start()
+                    except RuntimeError as exc:
+                        raise RuntimeError(f"server {server.name}: {exc}") from None
+                    server.seen_pids.add(server.pid)
+                    started = True
+                elif server.proc is not None and server.proc.poll() is not None:
+                    raise RuntimeError(f"{server.name} exited: {server.log_tail()}")
+                baseline = (
+                    validate_baseline(body, args.cell_baseline_seconds, min_rounds=2)
+                    if counts and args.cell_baseline_seconds > 0
+                    else None
+                )
+                log(f"{server.name} {body.name} c={concurrency}: {args.seconds:g} s")
+                cell = run_cell(
+                    server,
+                    body,
+                    concurrency,
+                    counts,
+                    args.seconds,
+                    args.drain,
+                    args.max_requests,
+                    args.request_timeout,
+                    loop_factory,
+                    args.probe_timeout,
+                )
+                if baseline is not None:
+                    cell["validate_before"] = baseline
+                    if not baseline["agrees"]:
+                        mismatches.append(f"ndintake.validate did not accept all {body.events} events of {body.name}")
+                report["cells"].append(cell)
+                if cell["accepted_mismatches"]:
+                    mismatches.append(
+                        f"{server.name} {body.name} c={concurrency}: {cell['accepted_mismatches']} answers"
+                        f" of 202 did not accept {body.events} events"
+                    )
+                log(
+                    f"  {cell['requests_s']:.1f} req/s, statuses {cell['statuses']}, errors {cell['errors']},"
+                    f" peak RSS {cell['server_peak_rss_mb']} MB, client {cell['cpu']['client_cores']} cores"
+                )
+                time.sleep(args.pause)
+    except RuntimeError as exc:
+        report["skipped"].append(str(exc))
+        mismatches.append(str(exc))
+        log(str(exc))
+    finally:
+        server.stop()
+        report["server_pids"][server.name] = sorted(server.seen_pids)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     log(f"machine: {info.get('cpu')}, {info.get('logical_cpus')} CPUs, load average {info['loadavg_start']}")
@@ -1036,6 +1107,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "servers": args.servers,
             "seed": args.seed,
             "client_loop": args.client_loop,
+            "reuse_servers": args.reuse_servers,
+            "cell_baseline_seconds": args.cell_baseline_seconds,
             "serve_options": sorted(options),
             "server_args": [],
         },
@@ -1056,50 +1129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for note in report["skipped"]:
             log(f"skipped: {note}")
         for server, counts in rows:
-            log(f"starting {server.name}: {' '.join(server.argv[1:])}")
-            try:
-                server.start()
-            except RuntimeError as exc:
-                report["skipped"].append(f"server {server.name}: {exc}")
-                mismatches.append(f"server {server.name} did not start")
-                log(str(exc))
-                continue
-            try:
-                for body in bodies.values():
-                    for concurrency in args.concurrency:
-                        if server.proc is not None and server.proc.poll() is not None:
-                            raise RuntimeError(f"{server.name} exited: {server.log_tail()}")
-                        log(f"{server.name} {body.name} c={concurrency}: {args.seconds:g} s")
-                        cell = run_cell(
-                            server,
-                            body,
-                            concurrency,
-                            counts,
-                            args.seconds,
-                            args.drain,
-                            args.max_requests,
-                            args.request_timeout,
-                            loop_factory,
-                            args.probe_timeout,
-                        )
-                        report["cells"].append(cell)
-                        if cell["accepted_mismatches"]:
-                            mismatches.append(
-                                f"{server.name} {body.name} c={concurrency}: {cell['accepted_mismatches']} answers"
-                                f" of 202 did not accept {body.events} events"
-                            )
-                        log(
-                            f"  {cell['requests_s']:.1f} req/s, statuses {cell['statuses']}, errors {cell['errors']},"
-                            f" peak RSS {cell['server_peak_rss_mb']} MB, client {cell['cpu']['client_cores']} cores"
-                        )
-                        time.sleep(args.pause)
-            except RuntimeError as exc:
-                report["skipped"].append(str(exc))
-                mismatches.append(str(exc))
-                log(str(exc))
-            finally:
-                server.stop()
-                report["server_pids"][server.name] = sorted(server.seen_pids | {server.pid})
+            run_row(server, counts, bodies, args, loop_factory, report)
         report["server_logs"] = {}
         for path in sorted(workdir.glob("*.log")):
             text = path.read_text(errors="replace").strip().splitlines()
@@ -1122,7 +1152,7 @@ def finish(report: dict[str, Any]) -> None:
         if ref and ref["requests_s"]:
             cell["vs_bare"] = round(cell["accepted_requests_s"] / ref["requests_s"], 3)
             cell["vs_bare_row"] = ref["server"]
-        base = report["validate"].get(cell["body"])
+        base = cell.get("validate_before") or report["validate"].get(cell["body"])
         if cell["events_s"] is not None and base and base["events_s"]:
             cell["vs_validate"] = round(cell["events_s"] / base["events_s"], 3)
     cells = report["cells"]
@@ -1190,6 +1220,14 @@ def main(argv: list[str] | None = None) -> int:
         help="extra ndintake serve option, passed on only when `serve --help` lists it; repeatable",
     )
     parser.add_argument("--validate-seconds", type=float, help="in-process baseline time per body (default 2; 0.3 quick)")
+    parser.add_argument(
+        "--cell-baseline-seconds",
+        type=float,
+        help="time ndintake.validate again before each cell for vs validate (default 0.5; 0.1 quick; 0: only at start)",
+    )
+    parser.add_argument(
+        "--reuse-servers", action="store_true", help="one server per row for all its cells (default: a fresh one per cell)"
+    )
     parser.add_argument("--pause", type=float, default=0.5, help="pause between cells (default 0.5 s)")
     parser.add_argument(
         "--client-loop", choices=("asyncio", "uvloop"), help="the load clients' event loop (default uvloop if installed)"
@@ -1215,6 +1253,8 @@ def main(argv: list[str] | None = None) -> int:
             args.client_loop = "uvloop"
         except ImportError:
             args.client_loop = "asyncio"
+    if args.cell_baseline_seconds is None:
+        args.cell_baseline_seconds = 0.1 if quick else 0.5
     if args.validate_seconds is None:
         args.validate_seconds = 0.3 if quick else 2.0
     if not 0 < args.seconds <= 600 or not 0 <= args.drain <= 600 or args.max_requests < 1:
