@@ -61,6 +61,7 @@ SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl")
 DEFAULT_SERVERS = ("bare", "bare-w2", "null", "null-w2")  # the -w2 rows only when serve has --workers
 REFUSALS = (503, 429)
 PROBE_EVERY = 0.2
+PROBE_OUTSTANDING = 64
 CLIENT_BOUND = 0.7  # client cores from which a cell is marked as possibly client-bound
 SAMPLE_EVERY = 0.05
 JSONL_CAP = 256 * 1024 * 1024  # the jsonl sink's file is truncated past this size
@@ -653,7 +654,9 @@ class Sampler(threading.Thread):
 
 
 class Probe(threading.Thread):
-    """``GET /`` on a new connection every 200 ms while the load runs."""
+    """``GET /`` on a new connection every 200 ms while the load runs. Each probe runs
+    in its own short thread, so a server that stalls for seconds still gets one probe
+    per 200 ms (at most PROBE_OUTSTANDING at once) and every stalled one is timed."""
 
     def __init__(self, port: int, max_seconds: float, timeout: float = 5.0) -> None:
         super().__init__(daemon=True)
@@ -661,35 +664,57 @@ class Probe(threading.Thread):
         self.max_seconds = max_seconds
         self.timeout = timeout
         self.halt = threading.Event()
+        self.lock = threading.Lock()
         self.latencies: list[float] = []  # every attempt, failed ones included (up to their failure)
         self.failures: dict[str, int] = {}
         self.ok = 0
 
+    def _fail(self, kind: str) -> None:
+        with self.lock:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def _one(self) -> None:
+        start = time.perf_counter()
+        try:
+            status, seconds = http_get(self.port, timeout=self.timeout)
+        except OSError as exc:
+            kind = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else type(exc).__name__
+            with self.lock:
+                self.latencies.append(time.perf_counter() - start)
+            self._fail(kind)
+            return
+        with self.lock:
+            self.latencies.append(seconds)
+            if status == 200:
+                self.ok += 1
+        if status != 200:
+            self._fail(str(status))
+
     def run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         next_at = time.monotonic()
+        workers: list[threading.Thread] = []
         for _ in range(int(self.max_seconds / PROBE_EVERY) + 2):
             if self.halt.is_set() or time.monotonic() >= deadline:
                 break
-            start = time.perf_counter()
-            try:
-                status, seconds = http_get(self.port, timeout=self.timeout)
-                self.latencies.append(seconds)
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failures[str(status)] = self.failures.get(str(status), 0) + 1
-            except OSError as exc:
-                kind = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else type(exc).__name__
-                self.failures[kind] = self.failures.get(kind, 0) + 1
-                self.latencies.append(time.perf_counter() - start)
+            workers = [w for w in workers if w.is_alive()]
+            if len(workers) < PROBE_OUTSTANDING:
+                worker = threading.Thread(target=self._one, daemon=True)
+                worker.start()
+                workers.append(worker)
+            else:
+                self._fail("not sent: too many outstanding")
             next_at += PROBE_EVERY
             self.halt.wait(max(0.0, next_at - time.monotonic()))
+        end = time.monotonic() + 2 * self.timeout + 2  # http_get may take two socket timeouts
+        for worker in workers:
+            worker.join(max(0.0, end - time.monotonic()))
 
     def summary(self) -> dict[str, Any]:
-        out = latency_summary(self.latencies)
-        out["answered"] = self.ok
-        out["failures"] = self.failures
+        with self.lock:
+            out = latency_summary(self.latencies)
+            out["answered"] = self.ok
+            out["failures"] = dict(self.failures)
         return out
 
 
@@ -743,7 +768,7 @@ def run_cell(
     finally:
         probe.halt.set()
         sampler.halt.set()
-        probe.join(timeout=10)
+        probe.join(timeout=2 * probe_timeout + 5)
         sampler.join(timeout=5)
     pids = sampler.pids
     cpu1 = (own_cpu(), cpu_seconds(pids), machine_busy(), time.monotonic())
