@@ -476,13 +476,13 @@ def _brotli_process(decompressor: brotli.Decompressor, data: bytes, sink: Sink) 
 
 
 class UnsupportedDecoder:
-    """A declared coding ndintake does not know: refused (415) once a byte arrives."""
+    """A declared coding ndintake does not take: refused (415) once a byte arrives."""
 
-    def __init__(self, coding: str) -> None:
-        self._coding = coding
+    def __init__(self, coding: str, message: str | None = None) -> None:
+        self._message = message or f"unsupported content encoding: '{coding}'"
 
     def decode(self, data: bytes, sink: Sink) -> None:
-        raise DecodeError(f"unsupported content encoding: '{self._coding}'", at_header=True, status=415)
+        raise DecodeError(self._message, at_header=True, status=415)
 
     def finish(self, sink: Sink) -> None:
         pass
@@ -532,23 +532,39 @@ def _sniff(head: bytes, *, final: bool) -> Decoder | None:
 
 
 class ChainDecoder:
-    """Several codings (``Content-Encoding: gzip, br``): undone last-applied first."""
+    """Several codings (``Content-Encoding: gzip, br``): undone last-applied first.
+
+    The chain of sinks is built iteratively; ``make_decoder`` caps the
+    number of codings at ``MAX_CODINGS``, so the nesting of calls stays small.
+    """
 
     def __init__(self, decoders: list[Decoder]) -> None:
         self._decoders = decoders  # in the order they are undone
 
-    def _sink_for(self, index: int, sink: Sink) -> Sink:
-        if index == len(self._decoders):
-            return sink
-        decoder, after = self._decoders[index], self._sink_for(index + 1, sink)
-        return lambda piece: decoder.decode(piece, after)
+    def _sinks(self, sink: Sink) -> list[Sink]:
+        """``[i]``: what decoder ``i`` pushes its output to. Built per call and not
+        kept: ``sink`` refers back to the stream, and a kept one would be a cycle."""
+        chain = [sink]
+        for decoder in reversed(self._decoders[1:]):
+            chain.append(_pushing_to(decoder, chain[-1]))
+        chain.reverse()
+        return chain
 
     def decode(self, data: bytes, sink: Sink) -> None:
-        self._sink_for(0, sink)(data)
+        self._decoders[0].decode(data, self._sinks(sink)[0])
 
     def finish(self, sink: Sink) -> None:
-        for index, decoder in enumerate(self._decoders):
-            decoder.finish(self._sink_for(index + 1, sink))
+        for decoder, after in zip(self._decoders, self._sinks(sink)):
+            decoder.finish(after)
+
+
+def _pushing_to(decoder: Decoder, after: Sink) -> Sink:
+    """A sink that decodes each piece with ``decoder`` and pushes the output to ``after``."""
+
+    def push(piece: bytes) -> None:
+        decoder.decode(piece, after)
+
+    return push
 
 
 _CODINGS: dict[str, Callable[[], Decoder]] = {
@@ -560,8 +576,13 @@ _CODINGS: dict[str, Callable[[], Decoder]] = {
     "br": BrotliDecoder,
 }
 
-#: Content codings accepted in ``content_encoding`` (case-insensitive).
+#: Content codings accepted in ``content_encoding`` (case-insensitive; ``x-gzip``
+#: is gzip, as RFC 9110 asks).
 SUPPORTED_ENCODINGS = tuple(_CODINGS)
+
+#: Most codings one body may declare. Neither APM Server nor Go's net/http has
+#: such a cap; real clients apply one coding, two at most. More is refused (415).
+MAX_CODINGS = 8
 
 
 def make_decoder(content_encoding: str | None) -> Decoder:
@@ -569,5 +590,9 @@ def make_decoder(content_encoding: str | None) -> Decoder:
     if content_encoding is None or not content_encoding.strip():
         return SniffingDecoder()
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    if len(codings) > MAX_CODINGS:
+        return UnsupportedDecoder(
+            "", f"unsupported content encoding: {len(codings)} codings, at most {MAX_CODINGS} are accepted"
+        )
     decoders = [_CODINGS[c]() if c in _CODINGS else UnsupportedDecoder(c) for c in reversed(codings)]
     return decoders[0] if len(decoders) == 1 else ChainDecoder(decoders)

@@ -449,6 +449,29 @@ def test_unsupported_coding_is_415(declared, name, chunk_sizes):
     assert error.document is None
 
 
+@pytest.mark.parametrize("count", [9, 500, 5000])
+def test_more_than_eight_codings_are_refused_with_415(count):
+    # once raised RecursionError out of feed() (one nested call per coding)
+    declared = ", ".join(["identity"] * count)
+    result, events = run(errors_body(), declared)
+    assert (result.status, result.accepted, events) == (415, 0, [])
+    [error] = result.errors
+    assert error.fatal and error.message == (
+        f"unsupported content encoding: {count} codings, at most {ndintake.MAX_CODINGS} are accepted"
+    )
+    assert ndintake.validate(b"", content_encoding=declared).status == 202  # no body byte, no refusal
+
+
+@pytest.mark.parametrize("chunking", ["whole", "1-byte"])
+def test_eight_codings_are_undone(chunking):
+    payload = errors_body()
+    for _ in range(4):
+        payload = brotli.compress(gzip.compress(payload))
+    declared = ", ".join(["gzip", "br"] * 4)
+    result, events = run(payload, declared, sizes_for(chunking, len(payload)))
+    assert (result.status, result.accepted, result.errors, len(events)) == (202, 5, [], 5)
+
+
 @pytest.mark.parametrize("declared", ["compress", "foo", "gzip, compress"])
 def test_unsupported_coding_with_empty_body_is_202(declared):
     result, events = run(b"", declared)
