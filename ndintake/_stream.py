@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any, Callable, Iterator
 
 from ._decode import make_decoder
 from ._envelope import text
-from ._errors import DecodeError, EventError, Fatal, NdintakeError
+from ._errors import DecodeError, EventError, Fatal, NdintakeError, QueueFull
 from ._event import Event
 from ._limits import Limits
 from ._profiles import get_profile
@@ -19,6 +20,12 @@ PACE_TARGET = 256 * 1024
 _PACE_MIN = 256  # smallest step, in input bytes
 _PACE_GROWTH = 16  # a step is at most this many times the last one
 
+#: The fatal errors of a sink that raised, worded as APM Server words them.
+SINK_QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is full")
+SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
+
+logger = logging.getLogger("ndintake")
+
 
 class IntakeStream:
     """Validate one request body pushed in as chunks (sans-I/O).
@@ -28,15 +35,24 @@ class IntakeStream:
     Bad input never raises: it ends up in the result. A fatal error makes the
     stream ``finished``: later ``feed`` calls are no-ops.
 
-    ``profile``: ``"apm"`` (Elastic APM intake v2) or ``"prodlytics"`` (Datadog
+    ``profile``: ``"apm"`` (Elastic APM intake v2 and RUM v3 lines), ``"rum"``
+    (the RUM routes, read exactly as ``apm``) or ``"prodlytics"`` (Datadog
     Product Analytics server-side events). ``content_encoding``: the request's
-    ``Content-Encoding`` (``gzip``, ``deflate``, ``zstd``, ``br``, ``identity`` or
-    a comma list); None sniffs the magic bytes. ``limits``: the profile's
-    defaults unless given. ``strict``: refuse bytes after a line's JSON value
-    (APM Server ignores them). ``sink``: if given, accepted events go to it in
-    batches as soon as each decoded piece (at most 64 KiB) is read, and
-    ``feed``/``close`` hand back none; memory then stays bounded even when one
-    small compressed chunk holds a great many events.
+    ``Content-Encoding`` (``gzip`` or ``x-gzip``, ``deflate``, ``zstd``, ``br``,
+    ``identity`` or a comma list of at most ``MAX_CODINGS``); None sniffs the
+    magic bytes. ``limits``: the profile's defaults unless given. ``strict``:
+    refuse bytes after a line's JSON value (APM Server ignores them).
+
+    ``sink``: if given, accepted events go to it in batches as soon as each
+    decoded piece (at most 64 KiB) is read, and ``feed``/``close`` hand back
+    none; memory then stays bounded even when one small compressed chunk holds a
+    great many events. A batch counts as accepted once the sink has returned. A
+    sink that raises stops the request as the HTTP layer does: with
+    :class:`QueueFull`, 503 ``cannot handle stream: cannot process batch: queue
+    is full``; with any other exception (logged on the ``ndintake`` logger), 500
+    ``cannot handle stream: cannot process batch: internal error``. The refused
+    batch is not counted, and the exception does not propagate out of ``feed``
+    or ``close``.
     """
 
     def __init__(
@@ -61,6 +77,7 @@ class IntakeStream:
         self.dropped = 0  # valid events the protocol discards without an error
         self._accepted = 0
         self._fatal: EventError | None = None
+        self._fatal_from_sink: EventError | None = None  # a sink that raised: nothing more goes to it
         self._size = 0
         self.out: list[Event] = []  # events accepted during the current feed/close
         self._result: IntakeResult | None = None
@@ -172,15 +189,29 @@ class IntakeStream:
         return self._deliver()
 
     def _deliver(self) -> list[Event]:
-        """Count the events accepted since the last delivery; hand them to the sink
-        if there is one (then return none), else return them."""
+        """Hand the events accepted since the last delivery to the sink if there is
+        one (then return none), else return them; count them once delivered. A
+        sink that raises makes the stream fail (the batch is not counted)."""
         events, self.out = self.out, []
-        self._accepted += len(events)
         if self._sink is None:
+            self._accepted += len(events)
             return events
-        if events:
-            self._sink(events)
+        if events and self._fatal_from_sink is None:
+            try:
+                self._sink(events)
+            except QueueFull:
+                self._sink_failed(SINK_QUEUE_FULL)
+            except Exception:
+                logger.exception("the sink failed on a batch of %d events", len(events))
+                self._sink_failed(SINK_FAILED)
+            else:
+                self._accepted += len(events)
         return []
+
+    def _sink_failed(self, error: tuple[int, str]) -> None:
+        self._fatal_from_sink = EventError(message=error[1], status=error[0], fatal=True)
+        if self._fatal is None:
+            self._fatal = self._fatal_from_sink
 
     def _finish(self, sink: Callable[[bytes], None]) -> None:
         self._decoder.finish(sink)
@@ -205,3 +236,5 @@ class IntakeStream:
         self._reader.feed(piece)
         if self._sink is not None and self.out:
             self._deliver()
+            if self._fatal_from_sink is not None:
+                raise Fatal(self._fatal_from_sink.status, self._fatal_from_sink.message)  # stop decoding

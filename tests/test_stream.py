@@ -14,6 +14,7 @@ import ndintake
 from conftest import (
     INVALID_EVENT_LINES,
     check_invariants,
+    encode,
     errors_body,
     event_summary,
     load,
@@ -631,3 +632,106 @@ def test_validate_async_hands_on_a_big_chunk_in_steps() -> None:
     result = asyncio.run(ndintake.validate_async(chunks(), sink=sink))
     assert result.status == 202 and sum(sizes) == result.accepted
     assert len(sizes) > 10 and max(sizes) < result.accepted // 5
+
+
+# -- a sink that raises ------------------------------------------------------------------
+
+
+def _big_body(events: int) -> bytes:
+    """Metadata and ``events`` spans: several decoded pieces of 64 KiB."""
+    return body_of(META, *[SPAN] * events)
+
+
+@pytest.mark.parametrize("codec", ["identity", "gzip", "zstd", "br", "gzip, br"])
+@pytest.mark.parametrize(
+    "raised, status, message",
+    [
+        (ndintake.QueueFull(), 503, "cannot handle stream: cannot process batch: queue is full"),
+        (RuntimeError("disk full"), 500, "cannot handle stream: cannot process batch: internal error"),
+    ],
+)
+def test_a_sink_that_raises_is_a_fatal_error_and_its_batch_is_not_counted(codec, raised, status, message):
+    payload, encoding = encode(_big_body(3000), codec)
+    taken: list[int] = []
+
+    def sink(events):
+        if taken:  # the first batch is taken, the second refused
+            raise raised
+        taken.append(len(events))
+
+    stream = ndintake.IntakeStream(content_encoding=encoding, sink=sink)
+    for start in range(0, len(payload), 10_000):
+        assert stream.feed(payload[start : start + 10_000]) == []  # never raises
+    result = stream.close()
+    assert stream.finished and result.fatal is not None
+    assert (result.status, result.fatal.status, result.fatal.message) == (status, status, message)
+    assert result.accepted == taken[0] > 0  # only what the sink took
+    assert result.errors == [result.fatal]
+
+
+def test_a_sink_that_raises_at_close_is_a_fatal_error():
+    body = body_of(META, SPAN, end=b"")  # the span completes at close()
+    calls = []
+
+    def sink(events):
+        calls.append(len(events))
+        raise ValueError("no")
+
+    stream = ndintake.IntakeStream(sink=sink)
+    assert stream.feed(body) == []
+    result = stream.close()
+    assert calls == [1]
+    assert (result.status, result.accepted, result.fatal.message) == (
+        500, 0, "cannot handle stream: cannot process batch: internal error",
+    )
+    assert json.loads(result.body()) == {
+        "accepted": 0, "errors": [{"message": "cannot handle stream: cannot process batch: internal error"}],
+    }
+
+
+def test_no_batch_reaches_a_sink_after_it_raised():
+    calls = []
+
+    def sink(events):
+        calls.append(len(events))
+        raise ndintake.QueueFull
+
+    stream = ndintake.IntakeStream(sink=sink)
+    body = _big_body(3000)
+    for start in range(0, len(body), 1000):
+        stream.feed(body[start : start + 1000])
+    result = stream.close()
+    assert len(calls) == 1 and (result.status, result.accepted) == (503, 0)
+
+
+def test_the_helpers_report_a_failing_sink_in_the_result(caplog):
+    def sink(events):
+        raise KeyError("boom")
+
+    with caplog.at_level("ERROR", logger="ndintake"):
+        result = ndintake.validate(errors_body(), sink=sink)
+    assert (result.status, result.accepted) == (500, 0)
+    assert "the sink failed on a batch of 5 events" in caplog.text and "KeyError: 'boom'" in caplog.text
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("raised, status", [(ndintake.QueueFull(), 503), (OSError("gone"), 500)])
+def test_validate_async_reports_a_failing_sink_in_the_result(is_async, raised, status):
+    calls = []
+
+    def sync_sink(events):
+        calls.append(len(events))
+        if len(calls) == 2:
+            raise raised
+
+    async def async_sink(events):
+        sync_sink(events)
+
+    async def chunks():
+        yield errors_body()
+        yield body_of(SPAN, SPAN)
+        yield body_of(SPAN)
+
+    result = asyncio.run(ndintake.validate_async(chunks(), sink=async_sink if is_async else sync_sink))
+    assert calls == [5, 2]  # nothing after the refusal
+    assert (result.status, result.accepted, result.fatal.status) == (status, 5, status)
