@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 from ._decode import make_decoder
@@ -25,6 +27,38 @@ SINK_QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is fu
 SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
 
 logger = logging.getLogger("ndintake")
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0  # threads inside gc_paused() right now
+_gc_resume = False  # whether the first of them found the GC enabled
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC around ndintake's own decode/parse/validate work, never
+    around user code (only used when the stream has no sink). Parsed events hold
+    no reference cycles, and a chunk makes thousands of new containers; without
+    the pause the GC scans them again and again while they pile up in the list
+    ``feed`` returns (5-15% of the time of a feed, measured).
+
+    Process-wide and thread-safe: a counter under a lock, so the GC is disabled
+    by the first thread to enter and enabled again by the last to leave, and only
+    if it was enabled to begin with (a caller's ``gc.disable()`` is respected).
+    """
+    global _gc_pausers, _gc_resume
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_resume = gc.isenabled()
+            if _gc_resume:
+                gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_resume:
+                gc.enable()
 
 
 class IntakeStream:
@@ -172,20 +206,17 @@ class IntakeStream:
         """Run a step of the body; collect the events it accepts; turn decoder
         errors and fatal errors into the fatal result."""
         self.out = []
-        # Parsed events hold no reference cycles: pausing the cyclic GC while a
-        # chunk is processed saves its repeated scans of the young objects.
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
-            step(*args, self._take_bytes)
-        except Fatal as exc:
-            self._fatal = exc.error
-        except DecodeError as exc:
-            self._fatal = self._decode_failure(exc)
-        finally:
-            if paused:
-                gc.enable()
+        # Without a sink no user code runs inside the step: the GC is paused for
+        # all of it. With one, it is not paused at all: the sink runs between the
+        # pieces, and a pause around each piece's parsing alone saved nothing
+        # measurable (the events are still alive when the GC runs after it).
+        with gc_paused() if self._sink is None else nullcontext():
+            try:
+                step(*args, self._take_bytes)
+            except Fatal as exc:
+                self._fatal = exc.error
+            except DecodeError as exc:
+                self._fatal = self._decode_failure(exc)
         return self._deliver()
 
     def _deliver(self) -> list[Event]:

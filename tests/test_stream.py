@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -735,3 +737,54 @@ def test_validate_async_reports_a_failing_sink_in_the_result(is_async, raised, s
     result = asyncio.run(ndintake.validate_async(chunks(), sink=async_sink if is_async else sync_sink))
     assert calls == [5, 2]  # nothing after the refusal
     assert (result.status, result.accepted, result.fatal.status) == (status, 5, status)
+
+
+# -- the cyclic GC -------------------------------------------------------------------------
+
+
+def test_the_gc_is_enabled_inside_the_sink():
+    seen = []
+    result = ndintake.validate(_big_body(2000), sink=lambda events: seen.append(gc.isenabled()))
+    assert result.status == 202 and len(seen) > 1 and all(seen)
+    assert gc.isenabled()
+
+
+def test_the_gc_pause_is_counted_across_threads():
+    from ndintake._stream import gc_paused
+
+    assert gc.isenabled()
+    first, second = gc_paused(), gc_paused()
+    first.__enter__()  # thread A
+    second.__enter__()  # thread B
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)  # A leaves first: B is still inside
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_callers_gc_disable_is_respected():
+    gc.disable()
+    try:
+        stream = ndintake.IntakeStream()
+        assert len(stream.feed(_big_body(100))) == 100
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_streams_in_threads_leave_the_gc_enabled():
+    body = _big_body(2000)
+
+    def work() -> int:
+        total = 0
+        for _ in range(5):
+            stream = ndintake.IntakeStream()
+            for start in range(0, len(body), 7000):
+                total += len(stream.feed(body[start : start + 7000]))
+            stream.close()
+        return total
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: work(), range(4))) == [10_000] * 4
+    assert gc.isenabled()
