@@ -39,6 +39,13 @@ def expected_results() -> dict[str, Any]:
 
 
 @cache
+def realistic_corpus(size: int = 400_000) -> bytes:
+    """The first ``size`` bytes (at most 400 kB, whole lines) of the benchmark's realistic
+    corpus, from ``tests/data/realistic.ndjson.gz``: tests never import ``benchmarks``."""
+    body = gzip.decompress((DATA_DIR.parent / "realistic.ndjson.gz").read_bytes())
+    return body if size >= len(body) else body[: body.rfind(b"\n", 0, size) + 1]
+
+
 def load(name: str) -> bytes:
     """A data file by its path relative to ``tests/data/apm-server`` (e.g. ``intake-v2/errors.ndjson``)."""
     return (DATA_DIR / name).read_bytes()
