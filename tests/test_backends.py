@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import ndintake
 from ndintake._profiles import PROFILES
+from conftest import realistic_corpus
 
 DATA = Path(__file__).parent / "data"
 VALIDATORS = {key: v for p in PROFILES.values() for key, v in {**p.metadata, **p.events}.items()}
@@ -40,10 +41,8 @@ def _samples() -> list[tuple[str, Any]]:
 
 def _corpus() -> list[tuple[str, Any]]:
     """(key, object) for every line of a slice of the benchmark's realistic corpus."""
-    from benchmarks.corpus import realistic
-
     pairs = []
-    for line in realistic(400_000).splitlines():
+    for line in realistic_corpus().splitlines():
         obj = orjson.loads(line)
         key = next(iter(obj))
         pairs.append((key, obj[key]))
@@ -121,6 +120,7 @@ def test_same_decision_on_mutated_events(sample: tuple[str, Any], where: int, re
     paths = [p for p in _paths(value) if p]
     if not paths:
         return
-    mutate(value, paths[where % len(paths)], replacement)
+    path = paths[where % len(paths)]
+    mutate(value, path, replacement)
     rs, fjs = _decisions(key, value)
     assert rs == fjs, (key, path, replacement)
