@@ -8,15 +8,18 @@ time to inflate up to the body limit, never more.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import brotli
 import zstandard
 
-try:  # zlib-ng: the same API and messages as zlib, inflating about 1.7x faster
-    from zlib_ng import zlib_ng as zlib
-except ImportError:  # pragma: no cover - depends on the platform's wheels
-    import zlib  # type: ignore[no-redef]
+if TYPE_CHECKING:  # zlib-ng's stubs declare less; it has the same API as zlib
+    import zlib
+else:
+    try:  # zlib-ng (ndintake[fast]): the same API and messages as zlib, inflating about 1.7x faster
+        from zlib_ng import zlib_ng as zlib
+    except ImportError:  # pragma: no cover - depends on what is installed
+        import zlib
 
 from ._errors import DecodeError
 
@@ -308,7 +311,7 @@ class _SinkWriter:
             if self.error is None:
                 try:
                     self.sink(data)
-                except BaseException as exc:  # noqa: BLE001 - handed back by ZstdDecoder
+                except BaseException as exc:  # handed back by ZstdDecoder
                     self.error = exc
 
 
@@ -343,7 +346,8 @@ class ZstdDecoder:
         start = 0
         # block by block: zstd loses a failing call's output, and a bad checksum
         # or junk after the last frame must not cost the blocks before
-        for cut in cuts:
+        last = len(cuts) - 1
+        for index, cut in enumerate(cuts):
             end = min(cut + len(held), limit)
             if end > start:
                 try:
@@ -353,7 +357,9 @@ class ZstdDecoder:
                         raise DecodeError("zstd: invalid header", at_header=True) from None
                     raise DecodeError(f"zstd: {str(exc).removeprefix('zstd decompress error: ')}") from None
                 start = end
-                if end < limit or frames.between_blocks:
+                # a block ended here (every cut but the last is a block's end, even
+                # one followed by a frame magic held back), or the scan stopped between blocks
+                if index < last or frames.between_blocks:
                     self._writer.flush()
                     if self._writer.error is not None:
                         error, self._writer.error = self._writer.error, None
