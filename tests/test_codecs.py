@@ -259,9 +259,9 @@ TRAILER_CORRUPTIONS = {
 @pytest.mark.parametrize("case", list(TRAILER_CORRUPTIONS))
 def test_bad_checksum_after_all_events_is_500_with_events_counted(case, chunking):
     """Every line decodes fine; only the trailer's checksum is wrong. The events
-    were read before the read error, so they count (BEHAVIOUR.md: mid-stream
-    decompression error during events -> 500, events read before still counted),
-    whatever the chunking."""
+    were read before the read error, so they count (as in APM Server: a mid-stream
+    decompression error during events is 500, events read before it still count;
+    README "Statuses and errors"), whatever the chunking."""
     make, declared = TRAILER_CORRUPTIONS[case]
     payload = make(errors_body())
     result, events = run(payload, declared, sizes_for(chunking, len(payload)))
@@ -628,6 +628,7 @@ def test_bomb_of_zeros_as_metadata_is_400_without_inflating_it(tmp_path):
     assert out["rss_growth_mib"] < BOMB_MEMORY_MIB, out["rss_growth_mib"]
 
 
+@pytest.mark.parametrize("codec", ["gzip", "deflate-zlib", "deflate-raw"])
 def test_stdlib_zlib_fallback_gives_the_same_results(codec, monkeypatch):
     """Where zlib-ng cannot be installed, the standard library's zlib takes its
     place: same results, same messages, intact and corrupt alike."""
