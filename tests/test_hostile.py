@@ -57,6 +57,8 @@ from hostile import (
     too_large_message,
 )
 
+pytestmark = pytest.mark.slow  # child processes, bombs, 200 MiB lines
+
 PROFILES = ["apm", "prodlytics"]
 M = META + b"\n"
 #: a robust bound on one request's peak memory growth, C allocations included

@@ -636,6 +636,7 @@ def test_prodlytics_bad_item_and_batches() -> None:
     assert many.response.status == 202 and sink.sizes == [10, 10, 5]
 
 
+@pytest.mark.slow
 def test_a_chunk_that_inflates_a_lot_is_delivered_in_bounded_steps() -> None:
     """One 64 KiB gzip chunk holding ~15 MB of valid events: batches go out while
     it is decoded, so the request never holds all its events at once."""
