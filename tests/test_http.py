@@ -252,6 +252,17 @@ def test_content_encoding_scenarios(name: str, coding: str, compress: Any) -> No
     assert out.json.get("errors", []) == errors_of(exp["errors"])
 
 
+def test_a_content_encoding_of_hundreds_of_codings_is_415() -> None:
+    # once a RecursionError out of the request handler
+    coding = ", ".join(["identity"] * 500)
+    out = drive(Intake(), request(headers={**NDJSON, "Content-Encoding": coding}), cut(ERRORS, 100))
+    assert out.response.status == 415
+    assert out.json == {
+        "accepted": 0,
+        "errors": [{"message": "unsupported content encoding: 500 codings, at most 8 are accepted"}],
+    }
+
+
 def test_empty_body_is_202() -> None:
     out = drive(Intake(), request(headers=NDJSON, query="verbose"), [])
     assert (out.response.status, out.json) == (202, {"accepted": 0})
