@@ -57,7 +57,9 @@ class Decoder(Protocol):
     from where it stopped.
     """
 
-    pending: bool
+    @property
+    def pending(self) -> bool:
+        """True while output of what was given is still owed."""
 
     def decode(self, data: bytes, sink: Sink) -> None:
         """Decode one chunk of the body, pushing output pieces to ``sink``."""

@@ -296,7 +296,7 @@ class Exchange:
         """Seconds left before the request times out (None: no timeout)."""
         return None if self._deadline is None else self._deadline - self.intake.clock()
 
-    def step(self, reply: bytes | None = None, *, error: BaseException | None = None) -> Effect | Response:
+    def step(self, reply: bytes | bool | None = None, *, error: BaseException | None = None) -> Effect | Response:
         """Resume with the reply to the last effect (a body chunk, None at the
         end of the body) or the error it raised; return the next effect or the
         response."""
@@ -320,7 +320,10 @@ class Exchange:
             self._stop((499, "client closed the request"), self._in_flight)
             self.result = result = self._stream.close()
             logger.warning(
-                "%s %s: the client went away after %d accepted events", self.request.path, self.request.client, result.accepted
+                "%s %s: the client went away after %d accepted events",
+                self.request.path,
+                self.request.client,
+                result.accepted,
             )
 
     # -- the request ------------------------------------------------------------
@@ -419,7 +422,8 @@ class Exchange:
         for i, events in enumerate(batches):
             if self._bucket is not None:
                 remaining = self.remaining
-                wait = self._bucket.reserve(len(events), BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining))
+                most = BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining)
+                wait = self._bucket.reserve(len(events), most)
                 if wait is None:
                     if (yield from self._hand_over(taken)):
                         self._stop(_RATE_LIMITED, sum(map(len, batches[i:])))
@@ -546,7 +550,12 @@ class Exchange:
         if result is not None and result.status != 202:
             first = result.errors[0].message if result.errors else ""
             logger.info(
-                "%s %s: %d, %d accepted: %s", self.request.path, self.request.client, result.status, result.accepted, first
+                "%s %s: %d, %d accepted: %s",
+                self.request.path,
+                self.request.client,
+                result.status,
+                result.accepted,
+                first,
             )
         if self.request.method == "HEAD" and response.body:
             return replace(response, body=b"")

@@ -82,7 +82,7 @@ def test_quick_run_produces_sane_json(tmp_path: Path) -> None:
 
     cells = {(c["server"], c["concurrency"]): c for c in report["cells"]}
     assert set(cells) == {("bare", 1), ("bare", 2), ("null", 1), ("null", 2)}
-    for (server, concurrency), cell in cells.items():
+    for (server, _), cell in cells.items():
         assert cell["body"] == "50kb"
         assert cell["requests"] >= 1
         assert cell["requests"] <= 300
