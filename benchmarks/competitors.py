@@ -5,7 +5,7 @@ into 64 KiB chunks (``list[bytes]``), and returns the number of accepted
 events (the metadata line is not an event). Nothing is printed, nothing is
 kept: each run consumes the chunks and counts.
 
-Every pipeline validates the metadata line against ``schemas/apm/metadata.json``
+Every pipeline validates the metadata line against ``ndintake/schemas/apm/metadata.json``
 (an invalid one means 0 accepted, as in APM Server), then classifies each event
 line by its first key and validates the object inside that key against the
 kind's schema: the same schema files ndintake uses.

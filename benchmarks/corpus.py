@@ -7,7 +7,7 @@ application and breakdown metricsets, and ECS logs correlated with the traces.
 Every event line is between ``MIN_EVENT`` and ``MAX_EVENT`` bytes (mean about
 800 B), carries labels, and uses ids of the right shape (32 hex digits for trace
 and error ids, 16 for transaction, span and parent ids). Every line is valid
-against ``schemas/apm/*.json`` (see :func:`check_corpus`), and no metricset is
+against ``ndintake/schemas/apm/*.json`` (see :func:`check_corpus`), and no metricset is
 one that APM Server drops silently, so the accepted count is the event count.
 
 Same seed and size, same bytes: generation uses only a private
@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = ROOT / "schemas" / "apm"
+SCHEMA_DIR = ROOT / "ndintake" / "schemas" / "apm"
 HEAVY_PATH = ROOT / "tests" / "data" / "apm-server" / "intake-v2" / "heavy.ndjson"
 
 EVENT_KINDS = ("transaction", "span", "error", "metricset", "log")

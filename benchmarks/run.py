@@ -247,7 +247,9 @@ def bench_corpus(
         return found[0].mb_s if found else None
 
     ceiling, naive = rate("ceiling"), rate("naive")
-    parse_only = {o.pipeline.tags["parse_only"]: o.mb_s for o in outcomes if "parse_only" in o.pipeline.tags and o.times}
+    parse_only = {
+        o.pipeline.tags["parse_only"]: o.mb_s for o in outcomes if "parse_only" in o.pipeline.tags and o.times
+    }
     results = []
     for outcome in outcomes:
         p = outcome.pipeline

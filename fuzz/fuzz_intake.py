@@ -146,7 +146,10 @@ def _known_difference(a, b) -> bool:
         return False
     fatal_a = [e for e in a[4] if len(e) == 5 and e[4]]
     fatal_b = [e for e in b[4] if len(e) == 5 and e[4]]
-    strip = lambda o: (o[0], o[1], o[2], o[3], [e for e in o[4] if not (len(e) == 5 and e[4])])
+
+    def strip(o):
+        return (o[0], o[1], o[2], o[3], [e for e in o[4] if not (len(e) == 5 and e[4])])
+
     return strip(a) == strip(b) and bool(fatal_a) and bool(fatal_b) and fatal_a[0][3] == fatal_b[0][3]
 
 
@@ -197,7 +200,11 @@ def make_seeds(directory: Path) -> int:
     coding x sending mode, plus hostile shapes."""
     root = Path(__file__).resolve().parent.parent / "tests" / "data"
     bodies = {
-        "apm": [p.read_bytes() for p in sorted((root / "apm-server" / "intake-v2").glob("*.ndjson")) if p.stat().st_size < 20_000],
+        "apm": [
+            p.read_bytes()
+            for p in sorted((root / "apm-server" / "intake-v2").glob("*.ndjson"))
+            if p.stat().st_size < 20_000
+        ],
         "rum": [p.read_bytes() for p in sorted((root / "apm-server" / "intake-v3").glob("*.ndjson"))],
         "prodlytics": [p.read_bytes() for p in sorted((root / "datadog" / "client-captures").glob("*.body.bin"))],
     }

@@ -6,10 +6,11 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import AsyncIterable, BinaryIO, Callable, Iterable, Union
 
+from ._errors import QueueFull
 from ._event import Event
 from ._limits import Limits
 from ._result import IntakeResult
-from ._stream import IntakeStream
+from ._stream import SINK_FAILED, SINK_QUEUE_FULL, IntakeStream, logger
 
 
 def _ignore(events: list[Event]) -> None:
@@ -90,14 +91,25 @@ async def validate_async(
     strict: bool = False,
     sink: AsyncEventSink | None = None,
 ) -> IntakeResult:
-    """Validate a body given as an async iterable of chunks; ``sink`` may be async."""
+    """Validate a body given as an async iterable of chunks; ``sink`` may be async.
+    A sink that raises stops the request as with :class:`IntakeStream`'s sink."""
     stream = IntakeStream(profile=profile, content_encoding=content_encoding, limits=limits, strict=strict)
+    failed = False
 
     async def deliver(events: list[Event]) -> None:
-        if events and sink is not None:
-            outcome = sink(events)
-            if isinstance(outcome, Awaitable):
-                await outcome
+        nonlocal failed
+        if events and sink is not None and not failed:
+            try:
+                outcome = sink(events)
+                if isinstance(outcome, Awaitable):
+                    await outcome
+            except QueueFull:
+                failed = True
+                stream.fail(*SINK_QUEUE_FULL, refused=len(events))
+            except Exception:
+                failed = True
+                logger.exception("the sink failed on a batch of %d events", len(events))
+                stream.fail(*SINK_FAILED, refused=len(events))
 
     async for chunk in chunks:
         for events in stream.feed_paced(chunk):
@@ -106,4 +118,4 @@ async def validate_async(
             break
     result = stream.close()
     await deliver(result.final_events)
-    return result
+    return stream.close()  # made again if the sink refused the final events

@@ -9,15 +9,18 @@ time to inflate up to the body limit, never more.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import brotli
 import zstandard
 
-try:  # zlib-ng: the same API and messages as zlib, inflating about 1.7x faster
-    from zlib_ng import zlib_ng as zlib
-except ImportError:  # pragma: no cover - depends on the platform's wheels
-    import zlib  # type: ignore[no-redef]
+if TYPE_CHECKING:  # zlib-ng's stubs declare less; it has the same API as zlib
+    import zlib
+else:
+    try:  # zlib-ng (ndintake[fast]): the same API and messages as zlib, inflating about 1.7x faster
+        from zlib_ng import zlib_ng as zlib
+    except ImportError:  # pragma: no cover - depends on what is installed
+        import zlib
 
 from ._errors import DecodeError
 
@@ -54,7 +57,9 @@ class Decoder(Protocol):
     from where it stopped.
     """
 
-    pending: bool
+    @property
+    def pending(self) -> bool:
+        """True while output of what was given is still owed."""
 
     def decode(self, data: bytes, sink: Sink) -> None:
         """Decode one chunk of the body, pushing output pieces to ``sink``."""
@@ -350,7 +355,7 @@ class _SinkWriter:
             if self.error is None:
                 try:
                     self.sink(data)
-                except BaseException as exc:  # noqa: BLE001 - handed back by ZstdDecoder
+                except BaseException as exc:  # handed back by ZstdDecoder
                     self.error = exc
         return sum(map(len, pending))
 
@@ -398,11 +403,14 @@ class ZstdDecoder:
         # first bytes, and junk must get the same error however the body is cut.
         limit = len(stream) - frames.partial_magic
         start = 0
-        for cut in cuts:
+        last = len(cuts) - 1
+        for index, cut in enumerate(cuts):
             end = min(cut + len(held), limit)
             if end > start:
                 segment = stream[start:end] if start or end < len(stream) else stream
-                self._segments.append((segment, end < limit or frames.between_blocks))
+                # a block ended here (every cut but the last is a block's end, even
+                # one followed by a frame magic held back), or the scan stopped between blocks
+                self._segments.append((segment, index < last or frames.between_blocks))
                 start = end
         self._held = stream[limit:]
         if frames.bad:
@@ -578,15 +586,15 @@ def _brotli_process(decompressor: brotli.Decompressor, data: bytes, sink: Sink, 
 
 
 class UnsupportedDecoder:
-    """A declared coding ndintake does not know: refused (415) once a byte arrives."""
+    """A declared coding ndintake does not take: refused (415) once a byte arrives."""
 
     pending = False
 
-    def __init__(self, coding: str) -> None:
-        self._coding = coding
+    def __init__(self, coding: str, message: str | None = None) -> None:
+        self._message = message or f"unsupported content encoding: '{coding}'"
 
     def decode(self, data: bytes, sink: Sink) -> None:
-        raise DecodeError(f"unsupported content encoding: '{self._coding}'", at_header=True, status=415)
+        raise DecodeError(self._message, at_header=True, status=415)
 
     def finish(self, sink: Sink) -> None:
         pass
@@ -640,32 +648,49 @@ def _sniff(head: bytes, *, final: bool) -> Decoder | None:
 
 
 class ChainDecoder:
-    """Several codings (``Content-Encoding: gzip, br``): undone last-applied first."""
+    """Several codings (``Content-Encoding: gzip, br``): undone last-applied first.
+
+    The chain of sinks is built iteratively; ``make_decoder`` caps the
+    number of codings at ``MAX_CODINGS``, so the nesting of calls stays small.
+    """
 
     def __init__(self, decoders: list[Decoder]) -> None:
         self._decoders = decoders  # in the order they are undone
 
-    def _sink_for(self, index: int, sink: Sink) -> Sink:
-        if index == len(self._decoders):
-            return sink
-        decoder, after = self._decoders[index], self._sink_for(index + 1, sink)
-        return lambda piece: decoder.decode(piece, after)
+    def _sinks(self, sink: Sink) -> list[Sink]:
+        """``[i]``: what decoder ``i`` pushes its output to. Built per call and not
+        kept: ``sink`` refers back to the stream, and a kept one would be a cycle."""
+        chain = [sink]
+        for decoder in reversed(self._decoders[1:]):
+            chain.append(_pushing_to(decoder, chain[-1]))
+        chain.reverse()
+        return chain
 
     @property
     def pending(self) -> bool:
         return any(decoder.pending for decoder in self._decoders)
 
     def decode(self, data: bytes, sink: Sink) -> None:
+        sinks = self._sinks(sink)
         if data:
-            self._sink_for(0, sink)(data)
+            self._decoders[0].decode(data, sinks[0])
             return
-        for index, decoder in enumerate(self._decoders):  # go on where a decoder stopped
+        for decoder, after in zip(self._decoders, sinks):  # go on where a decoder stopped
             if decoder.pending:
-                decoder.decode(b"", self._sink_for(index + 1, sink))
+                decoder.decode(b"", after)
 
     def finish(self, sink: Sink) -> None:
-        for index, decoder in enumerate(self._decoders):
-            decoder.finish(self._sink_for(index + 1, sink))
+        for decoder, after in zip(self._decoders, self._sinks(sink)):
+            decoder.finish(after)
+
+
+def _pushing_to(decoder: Decoder, after: Sink) -> Sink:
+    """A sink that decodes each piece with ``decoder`` and pushes the output to ``after``."""
+
+    def push(piece: bytes) -> None:
+        decoder.decode(piece, after)
+
+    return push
 
 
 _CODINGS: dict[str, Callable[[], Decoder]] = {
@@ -677,8 +702,13 @@ _CODINGS: dict[str, Callable[[], Decoder]] = {
     "br": BrotliDecoder,
 }
 
-#: Content codings accepted in ``content_encoding`` (case-insensitive).
+#: Content codings accepted in ``content_encoding`` (case-insensitive; ``x-gzip``
+#: is gzip, as RFC 9110 asks).
 SUPPORTED_ENCODINGS = tuple(_CODINGS)
+
+#: Most codings one body may declare. Neither APM Server nor Go's net/http has
+#: such a cap; real clients apply one coding, two at most. More is refused (415).
+MAX_CODINGS = 8
 
 
 def make_decoder(content_encoding: str | None) -> Decoder:
@@ -686,5 +716,9 @@ def make_decoder(content_encoding: str | None) -> Decoder:
     if content_encoding is None or not content_encoding.strip():
         return SniffingDecoder()
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    if len(codings) > MAX_CODINGS:
+        return UnsupportedDecoder(
+            "", f"unsupported content encoding: {len(codings)} codings, at most {MAX_CODINGS} are accepted"
+        )
     decoders = [_CODINGS[c]() if c in _CODINGS else UnsupportedDecoder(c) for c in reversed(codings)]
     return decoders[0] if len(decoders) == 1 else ChainDecoder(decoders)

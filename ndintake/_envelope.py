@@ -10,7 +10,7 @@ import orjson
 
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import LineSplitter
+from ._lines import BLANK_BYTES, LineSplitter
 from ._rumv3 import METADATA, expand
 from ._schemas import Validator, lines_accept
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _QUOTE = re.compile(rb"[\"']")
-_BLANK = frozenset(b" \t\r\n\f\v")
 _TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
 _BAD_UTF8 = ("str is not valid UTF-8",)
 
@@ -162,7 +161,7 @@ class EnvelopeReader:
                     stream.reject(line[:max_size], "event exceeded the permitted size", line_no)
                     clean = False
                     continue
-                if not line or (line[0] in _BLANK and not line.strip()):
+                if not line or (line[0] in BLANK_BYTES and not line.strip()):
                     clean = False
                     continue
                 try:
@@ -176,12 +175,13 @@ class EnvelopeReader:
                         key = None
                     entry = table.get(key)
                     if entry is not None:
+                        kind, accept, special, abbreviated = entry
                         value = obj[key]
-                        if type(value) is dict and entry[1](value):
-                            if entry[2] is None:
-                                out.append(Event(entry[0], value, line, line_no, entry[3]))
+                        if type(value) is dict and accept(value):
+                            if special is None:
+                                out.append(Event(kind, value, line, line_no, abbreviated))
                             else:
-                                stream.dropped += entry[2](value, line, line_no, out)
+                                stream.dropped += special(value, line, line_no, out)
                             clean = clean and len(obj) == 1
                             continue
                 clean = False

@@ -136,13 +136,12 @@ class Route:
 
 def routes() -> dict[str, Route]:
     """The paths an intake server answers."""
-    rum = "rum"
     return {
         "/": Route("root"),
         "/config/v1/agents": Route("config"),
         "/intake/v2/events": Route("intake", "apm"),
-        "/intake/v2/rum/events": Route("intake", rum, rum=True),
-        "/intake/v3/rum/events": Route("intake", rum, rum=True),
+        "/intake/v2/rum/events": Route("intake", "rum", rum=True),
+        "/intake/v3/rum/events": Route("intake", "rum", rum=True),
         "/api/v2/prodlytics": Route("intake", "prodlytics"),
     }
 
@@ -177,11 +176,6 @@ class Batcher:
         """The unfinished batch, if any (end of body)."""
         pending, self._pending = self._pending, []
         return [pending] if pending else []
-
-    @property
-    def pending(self) -> int:
-        """Events held for the unfinished batch."""
-        return len(self._pending)
 
     def discard(self) -> int:
         """Drop the unfinished batch; return how many events it held."""
@@ -302,7 +296,7 @@ class Exchange:
         """Seconds left before the request times out (None: no timeout)."""
         return None if self._deadline is None else self._deadline - self.intake.clock()
 
-    def step(self, reply: bytes | None = None, *, error: BaseException | None = None) -> Effect | Response:
+    def step(self, reply: bytes | bool | None = None, *, error: BaseException | None = None) -> Effect | Response:
         """Resume with the reply to the last effect (a body chunk, None at the
         end of the body) or the error it raised; return the next effect or the
         response."""
@@ -326,7 +320,10 @@ class Exchange:
             self._stop((499, "client closed the request"), self._in_flight)
             self.result = result = self._stream.close()
             logger.warning(
-                "%s %s: the client went away after %d accepted events", self.request.path, self.request.client, result.accepted
+                "%s %s: the client went away after %d accepted events",
+                self.request.path,
+                self.request.client,
+                result.accepted,
             )
 
     # -- the request ------------------------------------------------------------
@@ -425,7 +422,8 @@ class Exchange:
         for i, events in enumerate(batches):
             if self._bucket is not None:
                 remaining = self.remaining
-                wait = self._bucket.reserve(len(events), BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining))
+                most = BATCH_WAIT if remaining is None else min(BATCH_WAIT, remaining)
+                wait = self._bucket.reserve(len(events), most)
                 if wait is None:
                     if (yield from self._hand_over(taken)):
                         self._stop(_RATE_LIMITED, sum(map(len, batches[i:])))
@@ -552,7 +550,12 @@ class Exchange:
         if result is not None and result.status != 202:
             first = result.errors[0].message if result.errors else ""
             logger.info(
-                "%s %s: %d, %d accepted: %s", self.request.path, self.request.client, result.status, result.accepted, first
+                "%s %s: %d, %d accepted: %s",
+                self.request.path,
+                self.request.client,
+                result.status,
+                result.accepted,
+                first,
             )
         if self.request.method == "HEAD" and response.body:
             return replace(response, body=b"")

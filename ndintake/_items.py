@@ -11,14 +11,11 @@ import orjson
 from ._envelope import parse_line
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import LineSplitter
+from ._lines import BLANK, BLANK_BYTES, LineSplitter
 
 if TYPE_CHECKING:
     from ._profiles import Profile
     from ._stream import IntakeStream
-
-_BLANK = b" \t\r\n\f\v"
-
 
 class JsonItems:
     """Push decoded bytes in; items come out one at a time, as raw bytes.
@@ -73,7 +70,7 @@ class JsonItems:
         """Hold the head until the form is known; then return it all, to replay."""
         self._head.append(piece)
         if not self._seen_text:
-            text = piece.lstrip(_BLANK)
+            text = piece.lstrip(BLANK)
             if not text:
                 return b""
             self._seen_text = True
@@ -86,8 +83,8 @@ class JsonItems:
         if newline < 0 and not final and self._head_size < self._max:
             return b""  # (a first line of max_item bytes or more is one too-large item: no need to wait)
         head = b"".join(self._head)
-        first = head.lstrip(_BLANK).split(b"\n", 1)[0]
-        return self._start("documents" if first.strip(_BLANK) == b"{" else "lines")
+        first = head.lstrip(BLANK).split(b"\n", 1)[0]
+        return self._start("documents" if first.strip(BLANK) == b"{" else "lines")
 
     def _start(self, form: str) -> bytes:
         self._form = form
@@ -97,7 +94,7 @@ class JsonItems:
         return head
 
 
-_NON_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
+_NON_BLANK = re.compile(b"[^" + re.escape(BLANK) + b"]")
 #: A whole string (skipped in one step), or one structural byte ('"' alone: a
 #: string that goes on past this piece).
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},"]')
@@ -219,7 +216,7 @@ class _Values:
         self._size += len(part)
 
     def _emit(self) -> None:
-        raw = b"".join(self._parts).strip(_BLANK)
+        raw = b"".join(self._parts).strip(BLANK)
         too_large = self._size >= self._max
         self._parts, self._size, self._state = [], 0, "between"
         self._count += 1
@@ -242,13 +239,10 @@ class _TooLarge(bytes):
     """The first ``max_item`` bytes of a value that was longer."""
 
 
-_BLANK_SET = frozenset(b" \t\r\n\f\v")
-
-
 def _first_blank(data: bytes, pos: int, stop: int | None = None) -> int | None:
     """The first whitespace byte in ``data[pos:stop]``, or None."""
     for index in range(pos, len(data) if stop is None else stop):
-        if data[index] in _BLANK_SET:
+        if data[index] in BLANK_BYTES:
             return index
     return None
 
@@ -278,7 +272,7 @@ class ItemReader:
 
     def _take_raw(self, raw: bytes, line_no: int, from_lines: bool) -> None:
         """One item's bytes: an NDJSON line, an array element or a document."""
-        if from_lines and not raw.strip():
+        if from_lines and not raw.strip(BLANK):
             return  # a blank line
         if isinstance(raw, _TooLarge) or len(raw) >= self._max:
             self._reject(raw[: self._max], "item exceeded the permitted size", line_no)

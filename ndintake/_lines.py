@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+#: The bytes a blank line or the space between JSON values may be made of (what
+#: ``bytes.strip()`` removes): space, tab, CR, LF, form feed, vertical tab.
+BLANK = b" \t\r\n\f\v"
+#: ``BLANK`` as a set of byte values, for ``data[i] in BLANK_BYTES``.
+BLANK_BYTES = frozenset(BLANK)
+
 
 class LineSplitter:
     """Push decoded pieces in, get complete lines (without ``\\n``) out.

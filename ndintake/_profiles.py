@@ -12,7 +12,7 @@ from ._event import Event
 from ._items import ItemReader
 from ._limits import Limits
 from ._result import IntakeResult, apm_response
-from ._rumv3 import keeps_metricset
+from ._rumv3 import METRICSET_KEYS, keeps_metricset
 from ._schemas import Validator
 
 if TYPE_CHECKING:
@@ -64,12 +64,9 @@ class Profile:
 
 
 def _metricset(value: dict[str, Any], line: bytes, line_no: int, out: list[Event]) -> int:
-    """APM Server drops a metricset with transaction fields unless it carries span
-    self-time samples (breakdown metrics it computes itself), without an error."""
-    samples = value.get("samples") or {}
-    if value.get("transaction") is not None and (
-        value.get("span") is None or ("span.self_time.count" not in samples and "span.self_time.sum.us" not in samples)
-    ):
+    """A v2 metricset: dropped (counted, no error) when it has transaction fields
+    and ``keeps_metricset`` says no."""
+    if value.get("transaction") is not None and not keeps_metricset(value, METRICSET_KEYS):
         return 1
     out.append(Event("metricset", value, line, line_no))
     return 0

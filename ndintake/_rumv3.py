@@ -221,8 +221,17 @@ def expand_event(kind: str, data: dict[str, Any], parent: dict[str, Any] | None)
     return out
 
 
-def keeps_metricset(metricset: dict[str, Any]) -> bool:
-    """A metricset inside a transaction is kept only with span self-time samples,
-    as APM Server does (it computes transaction breakdowns itself)."""
-    samples = metricset.get("sa") or {}
-    return metricset.get("y") is not None and ("ysc" in samples or "yss" in samples)
+#: The keys ``keeps_metricset`` looks at: span, samples, and the two span
+#: self-time samples, long (v2) and short (a v3 transaction's ``me``).
+METRICSET_KEYS = ("span", "samples", "span.self_time.count", "span.self_time.sum.us")
+METRICSET_SHORT_KEYS = ("y", "sa", "ysc", "yss")
+
+
+def keeps_metricset(metricset: dict[str, Any], keys: tuple[str, str, str, str] = METRICSET_SHORT_KEYS) -> bool:
+    """Whether APM Server keeps a metricset of a transaction (a v2 metricset with
+    ``transaction`` set, or one of a v3 transaction's ``me``): only with span
+    self-time samples, as it computes transaction breakdowns itself. The others
+    are dropped without an error."""
+    span, samples_key, count, total = keys
+    samples = metricset.get(samples_key) or {}
+    return metricset.get(span) is not None and (count in samples or total in samples)

@@ -1,17 +1,24 @@
-"""The JSON Schemas of ``schemas/``: loaded and compiled once, with APM-style messages."""
+"""The JSON Schemas of ``ndintake/schemas/``: loaded and compiled once, with APM-style messages."""
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from functools import cache
-from pathlib import Path
-from typing import Any, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Callable
 
 import fastjsonschema
 import orjson
 
 from ._errors import NdintakeError
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 _INDEX = re.compile(r"\[(\d+)\]")
 
@@ -44,21 +51,19 @@ def backend() -> str:
     return _BACKEND
 
 
-def schema_dir() -> Path:
-    """Where the schema files are: inside the installed package, else the source tree."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "schemas"
-    return packaged if packaged.is_dir() else here.parent / "schemas"
+def schema_files() -> Traversable:
+    """The package's schema directory, ``ndintake/schemas`` (the same in every kind of install)."""
+    return resources.files(__package__) / "schemas"
 
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``schemas/<name>.json`` (e.g. ``"apm/transaction"``)."""
-    path = schema_dir() / f"{name}.json"
+    """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``)."""
+    path = schema_files().joinpath(*f"{name}.json".split("/"))
     try:
         schema: dict[str, Any] = orjson.loads(path.read_bytes())
     except FileNotFoundError:
-        raise NdintakeError(f"no schema {name!r} in {path.parent}") from None
+        raise NdintakeError(f"no schema {name!r} in ndintake/schemas") from None
     return schema
 
 

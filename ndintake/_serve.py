@@ -12,9 +12,10 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ._auth import Authenticator
+from ._cliargs import non_negative_float, port_number, positive_float, positive_int
 from ._http import DEFAULT_ADMISSION_WAIT, DEFAULT_MAX_CONCURRENT_DECODERS, DEFAULT_TIMEOUT
 from ._ratelimit import RateLimiter
 from .sinks import SINK_SPELLINGS, open_sink
@@ -30,28 +31,12 @@ _SPARE_DESCRIPTORS = 64
 logger = logging.getLogger("ndintake.server")
 
 
-def _number(kind: Callable[[str], Any], *, minimum: float, inclusive: bool = True) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)``, at least (or above) ``minimum``."""
-
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-        if value != value or value < minimum or (not inclusive and value == minimum):
-            bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}: {text!r}")
-        return value
-
-    return convert
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``serve`` subcommand's options."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
         "--port",
-        type=_number(int, minimum=0),
+        type=port_number,
         default=8200,
         help="port (default 8200, APM Server's; 0: any free port)",
     )
@@ -72,48 +57,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rate-limit",
-        type=_number(float, minimum=0, inclusive=False),
+        type=positive_float,
         metavar="N",
         help="events per second per client IP for anonymous requests (burst 3N); default: no limit",
     )
     parser.add_argument(
         "--timeout",
-        type=_number(float, minimum=0),
+        type=non_negative_float,
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help=f"per-request timeout (default {DEFAULT_TIMEOUT:g} s; 0: none)",
     )
     parser.add_argument(
         "--workers",
-        type=_number(int, minimum=1),
+        type=positive_int,
         default=1,
         metavar="N",
         help="worker processes sharing the port (default 1)",
     )
     parser.add_argument(
         "--max-concurrent-decoders",
-        type=_number(int, minimum=1),
+        type=positive_int,
         default=DEFAULT_MAX_CONCURRENT_DECODERS,
         metavar="N",
         help=f"intake requests reading their body at once, per worker (default {DEFAULT_MAX_CONCURRENT_DECODERS})",
     )
     parser.add_argument(
         "--admission-wait",
-        type=_number(float, minimum=0),
+        type=non_negative_float,
         default=DEFAULT_ADMISSION_WAIT,
         metavar="S",
         help=f"how long a request waits for a decoder before 503 (default {DEFAULT_ADMISSION_WAIT:g} s)",
     )
     parser.add_argument(
         "--header-timeout",
-        type=_number(float, minimum=0, inclusive=False),
+        type=positive_float,
         default=DEFAULT_HEADER_TIMEOUT,
         metavar="S",
         help=f"close connections that take longer to send request headers (default {DEFAULT_HEADER_TIMEOUT:g} s)",
     )
     parser.add_argument(
         "--max-connections",
-        type=_number(int, minimum=1),
+        type=positive_int,
         default=DEFAULT_MAX_CONNECTIONS,
         metavar="N",
         help=f"open connections per worker; more are closed at once (default {DEFAULT_MAX_CONNECTIONS}, "
@@ -121,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grace",
-        type=_number(float, minimum=0),
+        type=non_negative_float,
         default=10.0,
         metavar="S",
         help="on SIGINT/SIGTERM, wait this long for requests in flight (default 10 s)",
@@ -292,19 +277,24 @@ class DescriptorExhaustion(logging.Filter):
 def _protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools where installed, else h11) with a
     header read timeout and a cap on open connections."""
+    base: type[Any]
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class Guarded(Base):  # type: ignore[misc, valid-type]
+        base = HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+
+    class Guarded(base):  # type: ignore[misc]
         """Closes a connection that has no request in progress ``header_timeout``
         seconds after it opened or after its last response (a client sending
         its headers slowly, or nothing), and connections beyond ``max_connections``."""
 
         _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
                 transport.abort()
@@ -342,7 +332,10 @@ def _supervise(args: argparse.Namespace, sock: socket.socket) -> int:
     sink to drain) before killing what is left. A worker that dies is started
     again."""
     stopping: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[signal.Signals, Any] = {
+        sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     children: dict[int, int] = {}  # pid -> worker number
     try:
         for number in range(1, args.workers + 1):
@@ -376,7 +369,9 @@ def _supervise(args: argparse.Namespace, sock: socket.socket) -> int:
     return 0
 
 
-def _fork_worker(args: argparse.Namespace, sock: socket.socket, number: int, handlers: dict[int, Any]) -> int:
+def _fork_worker(
+    args: argparse.Namespace, sock: socket.socket, number: int, handlers: dict[signal.Signals, Any]
+) -> int:
     sys.stderr.flush()
     pid = os.fork()
     if pid:

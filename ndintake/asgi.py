@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from ._hooks import Batch, Undelivered, is_async_sink, offer_each
-from ._http import PAUSE, READ, Admit, Exchange, Intake, Request, Sleep
+from ._http import PAUSE, READ, Admit, Deliver, Exchange, Intake, Request, Sleep
 from ._responses import Response
 
 Scope = MutableMapping[str, Any]
@@ -146,6 +146,7 @@ class IntakeASGI(Intake):
                     admitted = await self._admit(step.seconds)
                     step = exchange.step(admitted)
                 else:
+                    assert isinstance(step, Deliver)
                     try:
                         await self._hand_over(step.batches)
                     except Undelivered as failure:

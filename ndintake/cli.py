@@ -10,8 +10,9 @@ from typing import BinaryIO, Iterator, Sequence
 
 import orjson
 
+from ._cliargs import content_encoding, positive_int
 from ._event import Event
-from ._limits import DEFAULT_MAX_BODY_SIZE, Limits
+from ._limits import Limits
 from ._profiles import PROFILES
 from ._result import IntakeResult
 from ._serve import add_arguments as add_serve_arguments
@@ -49,7 +50,11 @@ def _discard(events: list[Event]) -> None:
 
 
 def _check(name: str, args: argparse.Namespace) -> IntakeResult:
-    limits = Limits(max_event_size=args.max_event_size, max_body_size=args.max_body_size)
+    defaults = PROFILES[args.profile].limits  # the profile's own, unless an option says otherwise
+    limits = Limits(
+        max_event_size=args.max_event_size or defaults.max_event_size,
+        max_body_size=args.max_body_size or defaults.max_body_size,
+    )
     encoding = _encoding(args.encoding, name)
     stream = IntakeStream(profile=args.profile, content_encoding=encoding, limits=limits, sink=_discard)
     if name == "-":
@@ -83,11 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--encoding",
         default="auto",
-        help="Content-Encoding of the files (gzip, deflate, zstd, br, identity); "
+        type=content_encoding,
+        help="Content-Encoding of the files (gzip, deflate, zstd, br, identity, or a comma list); "
         "auto (default): from the suffix (.gz .zst .br .zz), else sniffed",
     )
-    check.add_argument("--max-event-size", type=int, default=Limits().max_event_size, metavar="N")
-    check.add_argument("--max-body-size", type=int, default=DEFAULT_MAX_BODY_SIZE, metavar="N")
+    check.add_argument(
+        "--max-event-size",
+        type=positive_int,
+        metavar="N",
+        help="refuse lines of N bytes or more (default: the profile's, 307200 for apm and rum)",
+    )
+    check.add_argument(
+        "--max-body-size",
+        type=positive_int,
+        metavar="N",
+        help="stop past N decompressed bytes (default: the profile's, 64 MiB for apm and rum, 5 MB for prodlytics)",
+    )
     serve_command = commands.add_parser(
         "serve",
         help="run an intake server (needs ndintake[server])",
@@ -105,8 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    if args.max_event_size < 1 or args.max_body_size < 1:
-        parser.error("limits must be positive")
     results = []
     for name in args.files:
         try:

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from ._hooks import Undelivered, is_async_sink, offer_each
-from ._http import PAUSE, READ, Admit, Exchange, Intake, Request, Sleep
+from ._http import PAUSE, READ, Admit, Deliver, Exchange, Intake, Request, Sleep
 from ._responses import Response
 
 #: Bytes asked of ``wsgi.input`` per read.
@@ -126,6 +126,7 @@ class IntakeWSGI(Intake):
                     admitted = self._slots.acquire(timeout=step.seconds)
                     step = exchange.step(admitted)
                 else:
+                    assert isinstance(step, Deliver)
                     try:
                         offer_each(self.sink, step.batches)  # type: ignore[arg-type]
                     except Undelivered as failure:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import zlib
 from functools import cache
 from pathlib import Path
@@ -36,6 +37,29 @@ V3_DIR = DATA_DIR / "intake-v3"
 def expected_results() -> dict[str, Any]:
     """The parsed ``derived-results.json``."""
     return json.loads((DATA_DIR / "derived-results.json").read_text(encoding="utf-8"))
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """README's Python code blocks, as (language tag, code): ``python`` blocks run
+    as they are; ``py`` recipes leave names open (a sink, a publish function)."""
+    return re.findall(r"```(python|py)\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def readme_recipe(contains: str) -> str:
+    """The one README code block containing ``contains``."""
+    (code,) = [code for _, code in readme_blocks() if contains in code]
+    return code
+
+
+@cache
+def realistic_corpus(size: int = 400_000) -> bytes:
+    """The first ``size`` bytes (at most 400 kB, whole lines) of the benchmark's realistic
+    corpus, from ``tests/data/realistic.ndjson.gz``: tests never import ``benchmarks``."""
+    body = gzip.decompress((DATA_DIR.parent / "realistic.ndjson.gz").read_bytes())
+    return body if size >= len(body) else body[: body.rfind(b"\n", 0, size) + 1]
 
 
 @cache

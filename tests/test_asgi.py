@@ -120,7 +120,7 @@ def test_timeout_while_waiting_for_the_body() -> None:
     reply, took = run(main())
     assert (reply.status, reply.json) == (503, {"accepted": 0, "errors": [{"message": "request timed out"}]})
     assert reply.header("connection") == "Close"
-    assert 0.15 < took < 2
+    assert 0.15 < took < 10  # cut off at the timeout, not after the client gave up
 
 
 def test_timeout_while_waiting_for_a_slow_sink() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ndintake
+from ndintake import _schemas
 from ndintake._profiles import PROFILES
+from conftest import realistic_corpus
 
 DATA = Path(__file__).parent / "data"
 VALIDATORS = {key: v for p in PROFILES.values() for key, v in {**p.metadata, **p.events}.items()}
@@ -40,10 +45,8 @@ def _samples() -> list[tuple[str, Any]]:
 
 def _corpus() -> list[tuple[str, Any]]:
     """(key, object) for every line of a slice of the benchmark's realistic corpus."""
-    from benchmarks.corpus import realistic
-
     pairs = []
-    for line in realistic(400_000).splitlines():
+    for line in realistic_corpus().splitlines():
         obj = orjson.loads(line)
         key = next(iter(obj))
         pairs.append((key, obj[key]))
@@ -121,6 +124,62 @@ def test_same_decision_on_mutated_events(sample: tuple[str, Any], where: int, re
     paths = [p for p in _paths(value) if p]
     if not paths:
         return
-    mutate(value, paths[where % len(paths)], replacement)
+    path = paths[where % len(paths)]
+    mutate(value, path, replacement)
     rs, fjs = _decisions(key, value)
     assert rs == fjs, (key, path, replacement)
+
+
+# -- NDINTAKE_BACKEND ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, chosen",
+    [
+        (None, "jsonschema-rs"),
+        ("", "jsonschema-rs"),
+        ("  ", "jsonschema-rs"),
+        ("fastjsonschema", "fastjsonschema"),
+        (" fastjsonschema\n", "fastjsonschema"),
+        ("jsonschema-rs", "jsonschema-rs"),
+    ],
+)
+def test_backend_variable_is_parsed(monkeypatch: pytest.MonkeyPatch, value: str | None, chosen: str) -> None:
+    if value is None:
+        monkeypatch.delenv("NDINTAKE_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("NDINTAKE_BACKEND", value)
+    assert _schemas._default_backend() == chosen
+
+
+@pytest.mark.parametrize("value", ["fast", "JSONSCHEMA-RS", "jsonschema", "fastjsonschema,jsonschema-rs"])
+def test_unknown_backend_is_an_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("NDINTAKE_BACKEND", value)
+    with pytest.raises(ndintake.NdintakeError) as error:
+        _schemas._default_backend()
+    assert str(error.value) == f"NDINTAKE_BACKEND={value!r}; known backends: jsonschema-rs, fastjsonschema"
+
+
+def test_without_jsonschema_rs_the_default_is_fastjsonschema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_schemas, "jsonschema_rs", None)
+    monkeypatch.delenv("NDINTAKE_BACKEND", raising=False)
+    assert _schemas._default_backend() == "fastjsonschema"
+    monkeypatch.setenv("NDINTAKE_BACKEND", "jsonschema-rs")
+    with pytest.raises(ndintake.NdintakeError, match="jsonschema_rs cannot be imported"):
+        _schemas._default_backend()
+
+
+def test_backend_variable_is_read_at_import() -> None:
+    code = "import ndintake; print(ndintake.backend())"
+    for value, out in (("fastjsonschema", "fastjsonschema"), ("jsonschema-rs", "jsonschema-rs")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "NDINTAKE_BACKEND": value},
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, out)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "NDINTAKE_BACKEND": "nope"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    assert "ndintake._errors.NdintakeError: NDINTAKE_BACKEND='nope'; known backends" in done.stderr

@@ -1,5 +1,10 @@
 """The batch fast path (one parse and one check per decoded piece) decides every
-line exactly as the line-by-line path does."""
+line exactly as the line-by-line path does.
+
+The batch path exists on the jsonschema-rs backend only. These tests switch it on
+explicitly (with jsonschema-rs) against the line-by-line path of the backend in
+use, so under ``NDINTAKE_BACKEND=fastjsonschema`` they compare the batch check
+with fastjsonschema's decisions rather than the line path with itself."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from hypothesis import strategies as st
 
 import ndintake
 from ndintake._envelope import EnvelopeReader
+from ndintake._schemas import lines_accept
+from conftest import realistic_corpus
 from test_backends import REPLACEMENTS, _paths, mutate
 
 DATA = Path(__file__).parent / "data" / "apm-server"
@@ -45,12 +52,21 @@ CRAFTED = [
 ]
 def _corpus_lines() -> list[bytes]:
     """Some events of the benchmark's realistic corpus."""
-    from benchmarks.corpus import realistic
-
-    return realistic(60_000).split(b"\n")[1:]
+    return realistic_corpus(60_000).split(b"\n")[1:]
 
 
 LINES = _upstream_lines() + CRAFTED + _corpus_lines()
+
+
+def _batched_init(original):
+    """EnvelopeReader.__init__, then the batch path on with jsonschema-rs whatever the backend."""
+
+    def init(self, stream, profile) -> None:
+        original(self, stream, profile)
+        self._lines_accept = lines_accept(tuple(profile.events.items()), "jsonschema-rs")
+        self._batching = True
+
+    return init
 
 
 def _run(body: bytes, chunk: int) -> tuple[object, list[tuple[str, object, bytes, int, bool]]]:
@@ -75,18 +91,54 @@ def line_by_line(monkeypatch: pytest.MonkeyPatch):
     return run
 
 
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch):
+    """Run a body with the batch path on (jsonschema-rs), counting the pieces it took."""
+    taken: list[bool] = []
+    original = EnvelopeReader._take_batch
+
+    def take_batch(self, lines):
+        taken.append(original(self, lines))
+        return taken[-1]
+
+    def run(body: bytes, chunk: int):
+        with monkeypatch.context() as patch:
+            patch.setattr(EnvelopeReader, "__init__", _batched_init(EnvelopeReader.__init__))
+            patch.setattr(EnvelopeReader, "_take_batch", take_batch)
+            return _run(body, chunk)
+
+    run.taken = taken  # type: ignore[attr-defined]
+    return run
+
+
 def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On by default with jsonschema-rs; off with fastjsonschema (it would only
+    compile the schemas twice)."""
     taken = []
     original = EnvelopeReader._take_batch
     monkeypatch.setattr(EnvelopeReader, "_take_batch", lambda self, lines: taken.append(original(self, lines)) or taken[-1])
     body = (DATA / "intake-v2" / "events.ndjson").read_bytes()
     assert ndintake.validate(body).status == 202
-    assert taken and all(taken)
+    if ndintake.backend() == "jsonschema-rs":
+        assert taken and all(taken)
+    else:
+        assert taken == []
+
+
+def test_the_forced_batch_path_is_taken(batched) -> None:
+    body = (DATA / "intake-v2" / "events.ndjson").read_bytes()
+    (status, accepted, *_), events = batched(body, 1 << 16)
+    assert (status, accepted) == (202, 4)
+    assert batched.taken and all(batched.taken)
 
 
 def test_the_batch_check_is_compiled_once() -> None:
+    events = tuple(ndintake.IntakeStream()._reader._profile.events.items())
+    check = lines_accept(events, "jsonschema-rs")
+    assert check is not None and lines_accept(events, "jsonschema-rs") is check
     first, second = ndintake.IntakeStream(), ndintake.IntakeStream(profile="rum")
     assert first._reader._lines_accept is second._reader._lines_accept
+    assert (first._reader._lines_accept is not None) == (ndintake.backend() == "jsonschema-rs")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,9 +146,9 @@ def test_the_batch_check_is_compiled_once() -> None:
     picks=st.lists(st.sampled_from(LINES), min_size=1, max_size=40),
     chunk=st.sampled_from([7, 200, 1000, 1 << 16]),
 )
-def test_same_result_with_and_without_batches(line_by_line, picks: list[bytes], chunk: int) -> None:
+def test_same_result_with_and_without_batches(batched, line_by_line, picks: list[bytes], chunk: int) -> None:
     body = b"\n".join([METADATA, *picks]) + b"\n"
-    assert _run(body, chunk) == line_by_line(body, chunk)
+    assert batched(body, chunk) == line_by_line(body, chunk)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -106,7 +158,7 @@ def test_same_result_with_and_without_batches(line_by_line, picks: list[bytes], 
     where=st.integers(min_value=0),
     replacement=REPLACEMENTS,
 )
-def test_same_result_with_a_mutated_event(line_by_line, picks: list[bytes], at: int, where: int, replacement) -> None:
+def test_same_result_with_a_mutated_event(batched, line_by_line, picks: list[bytes], at: int, where: int, replacement) -> None:
     """One field of one event replaced or dropped, among other lines."""
     parsed = [orjson.loads(line) for line in picks if _is_event(line)]
     if not parsed:
@@ -116,7 +168,7 @@ def test_same_result_with_a_mutated_event(line_by_line, picks: list[bytes], at: 
     if paths:
         mutate(target, paths[where % len(paths)], replacement)
     body = b"\n".join([METADATA, *(json.dumps(obj).encode() for obj in parsed)]) + b"\n"
-    assert _run(body, 1 << 16) == line_by_line(body, 1 << 16)
+    assert batched(body, 1 << 16) == line_by_line(body, 1 << 16)
 
 
 def _is_event(line: bytes) -> bool:

@@ -40,6 +40,8 @@ from ndintake.server import Authenticator
 from httpkit import Recorder, body_of, python_agent_traffic
 from servekit import ServeProcess, post
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 LOOPBACK = "127.0.0.1"
 KINDS = ("transaction", "span", "error", "metricset", "log")
 

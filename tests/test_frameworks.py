@@ -1,6 +1,7 @@
 """The README's "Serving HTTP" recipes, run: Starlette/FastAPI Mount, aiohttp, Flask.
 
-The code below is the README's, with the names it leaves open filled in.
+The recipes are taken from README.md itself (``readme_recipe``) and run with the
+names they leave open filled in, so the README cannot drift from what is tested.
 """
 
 from __future__ import annotations
@@ -9,37 +10,31 @@ import asyncio
 import json
 import threading
 import time
-from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 import ndintake
 from ndintake.asgi import IntakeASGI
-from ndintake.server import Authenticator
-from ndintake.wsgi import IntakeWSGI
 
+from conftest import readme_recipe
 from httpkit import NDJSON, Recorder, body_of, cut, python_agent_traffic
 
 ERRORS = body_of("intake-v2/errors.ndjson")
 
 
-def test_starlette_mount_with_a_python_agent_behind_a_prefix() -> None:
+pytestmark = pytest.mark.e2e
+
+
+def test_starlette_mount_with_a_python_agent_behind_a_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mounted under /apm; the official agent, given server_url .../apm, finds every route."""
     import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Mount, Route
 
-    sink = Recorder()
-    intake = IntakeASGI(sink=sink, authenticator=Authenticator(secret_token="s3cr3t"))
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        yield
-        await intake.shutdown(timeout=10)  # mounted apps get no lifespan events of their own
-
-    app = Starlette(
-        routes=[Route("/", lambda r: PlainTextResponse("shop")), Mount("/apm", app=intake)], lifespan=lifespan
-    )
+    monkeypatch.chdir(tmp_path)  # the recipe's JsonLinesSink writes events.jsonl here
+    recipe: dict[str, Any] = {}
+    exec(compile(readme_recipe('Mount("/apm", app=intake)'), "README.md", "exec"), recipe)
+    app, intake = recipe["app"], recipe["intake"]
 
     import socket
 
@@ -55,19 +50,18 @@ def test_starlette_mount_with_a_python_agent_behind_a_prefix() -> None:
         time.sleep(0.01)
     try:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/apm"
-        client = python_agent_traffic(url, "mounted", secret_token="s3cr3t", metrics=False)
+        client = python_agent_traffic(url, "mounted", metrics=False)
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
     assert client.server_version == (8, 15, 0)
-    kinds = {e.kind for e in sink.events}
+    kinds = {json.loads(line)["kind"] for line in (tmp_path / "events.jsonl").read_text().splitlines()}
     assert {"transaction", "span", "error"} <= kinds
     assert intake.draining  # the parent's lifespan shut it down
 
 
 def test_aiohttp_feeding_intake_stream() -> None:
-    from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
     published: list[ndintake.Event] = []
@@ -75,22 +69,9 @@ def test_aiohttp_feeding_intake_stream() -> None:
     async def publish(events: list[ndintake.Event]) -> None:
         published.extend(events)
 
-    # -- the README's code --
-    async def intake(request: web.Request) -> web.Response:
-        stream = ndintake.IntakeStream(content_encoding=request.headers.get("Content-Encoding"))
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            await publish(stream.feed(chunk))  # the events each chunk completed
-            if stream.finished:  # a fatal error: stop reading
-                break
-        result = stream.close()
-        await publish(result.final_events)
-        if result.status == 202 and "verbose" not in request.query:
-            return web.Response(status=202)
-        return web.Response(status=result.status, body=result.body(), content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/intake/v2/events", intake)
-    # -- end --
+    recipe: dict[str, Any] = {"publish": publish}
+    exec(compile(readme_recipe("iter_chunked"), "README.md", "exec"), recipe)
+    app = recipe["app"]
 
     async def main() -> tuple[int, Any, int]:
         async def body() -> Any:
@@ -110,16 +91,12 @@ def test_aiohttp_feeding_intake_stream() -> None:
 
 
 def test_flask_dispatcher_middleware() -> None:
-    from flask import Flask
-    from werkzeug.middleware.dispatcher import DispatcherMiddleware
     from werkzeug.test import Client
 
     sink = Recorder()
-    # -- the README's code --
-    shop = Flask("shop")
-    intake = IntakeWSGI(sink=sink)
-    shop.wsgi_app = DispatcherMiddleware(shop.wsgi_app, {"/apm": intake})  # type: ignore[method-assign]
-    # -- end --
+    recipe: dict[str, Any] = {"my_sink": sink}
+    exec(compile(readme_recipe("DispatcherMiddleware(shop.wsgi_app"), "README.md", "exec"), recipe)
+    shop, intake = recipe["shop"], recipe["intake"]
     shop.add_url_rule("/", "index", lambda: "shop")
     client = Client(shop)
     response = client.post("/apm/intake/v2/events?verbose", data=ERRORS, headers=NDJSON)
@@ -129,3 +106,11 @@ def test_flask_dispatcher_middleware() -> None:
     assert len(sink.events) == 5
     assert intake.shutdown(timeout=1) is True
     assert client.post("/apm/intake/v2/events", data=ERRORS, headers=NDJSON).status_code == 503
+
+
+def test_hooks_recipe_builds_an_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe: dict[str, Any] = {}
+    exec(compile(readme_recipe("rate_limiter=RateLimiter()"), "README.md", "exec"), recipe)
+    assert isinstance(recipe["app"], IntakeASGI)
+    assert recipe["app"].authenticator.enabled

@@ -57,6 +57,8 @@ from hostile import (
     too_large_message,
 )
 
+pytestmark = pytest.mark.slow  # child processes, bombs, 200 MiB lines
+
 PROFILES = ["apm", "prodlytics"]
 M = META + b"\n"
 #: a robust bound on one request's peak memory growth, C allocations included
@@ -603,7 +605,8 @@ def test_deep_nesting_on_a_prodlytics_line_is_an_item_error():
 
 @pytest.mark.parametrize("shape", ["arrays", "objects"])
 def test_deep_nesting_in_a_prodlytics_array_is_an_item_error(tmp_path, shape):
-    """The array form streams items with ijson (yajl2_c): 100k levels (a 200 KB
+    """The array form cuts items out with ndintake's own scanner (``_items._Values``,
+    brackets and strings only) and parses each with orjson: 100k levels (a 200 KB
     body) must be an item error like the NDJSON line's, in bounded memory, and
     the items after it count."""
     nested = DEEP_ARRAY if shape == "arrays" else b'{"a":' * DEEP + b"1" + b"}" * DEEP
@@ -1104,7 +1107,8 @@ def test_bomb_of_newlines(tmp_path, profile):
 @pytest.mark.parametrize("count", [1, 2, 100_000])
 def test_body_of_only_newlines(codec, count):
     """apm: the first line must be metadata, and an empty first line is not
-    skipped (BEHAVIOUR.md): fatal, no document. prodlytics: no items, 202."""
+    skipped (APM Server skips only the empty lines after it): fatal, no document.
+    prodlytics: no items, 202."""
     payload = compress(b"\n" * count, codec)
     chunks = chunks_of(payload, 1 if count < 1000 else None)
     result, events = feed(chunks, "apm", DECLARED[codec])

@@ -146,6 +146,7 @@ def test_empty_bodies(body: bytes) -> None:
     assert (result.status, result.accepted, result.errors) == (202, 0, [])
 
 
+@pytest.mark.slow
 def test_over_five_megabytes_uncompressed_is_413() -> None:
     one = json.dumps(VALID).encode()
     count = 5_000_000 // (len(one) + 1) + 100

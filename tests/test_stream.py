@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -14,6 +16,7 @@ import ndintake
 from conftest import (
     INVALID_EVENT_LINES,
     check_invariants,
+    encode,
     errors_body,
     event_summary,
     load,
@@ -657,3 +660,157 @@ def test_validate_async_hands_on_a_big_chunk_in_steps() -> None:
     result = asyncio.run(ndintake.validate_async(chunks(), sink=sink))
     assert result.status == 202 and sum(sizes) == result.accepted
     assert len(sizes) > 10 and max(sizes) < result.accepted // 5
+
+
+# -- a sink that raises ------------------------------------------------------------------
+
+
+def _big_body(events: int) -> bytes:
+    """Metadata and ``events`` spans: several decoded pieces of 64 KiB."""
+    return body_of(META, *[SPAN] * events)
+
+
+@pytest.mark.parametrize("codec", ["identity", "gzip", "zstd", "br", "gzip, br"])
+@pytest.mark.parametrize(
+    "raised, status, message",
+    [
+        (ndintake.QueueFull(), 503, "cannot handle stream: cannot process batch: queue is full"),
+        (RuntimeError("disk full"), 500, "cannot handle stream: cannot process batch: internal error"),
+    ],
+)
+def test_a_sink_that_raises_is_a_fatal_error_and_its_batch_is_not_counted(codec, raised, status, message):
+    payload, encoding = encode(_big_body(3000), codec)
+    taken: list[int] = []
+
+    def sink(events):
+        if taken:  # the first batch is taken, the second refused
+            raise raised
+        taken.append(len(events))
+
+    stream = ndintake.IntakeStream(content_encoding=encoding, sink=sink)
+    for start in range(0, len(payload), 10_000):
+        assert stream.feed(payload[start : start + 10_000]) == []  # never raises
+    result = stream.close()
+    assert stream.finished and result.fatal is not None
+    assert (result.status, result.fatal.status, result.fatal.message) == (status, status, message)
+    assert result.accepted == taken[0] > 0  # only what the sink took
+    assert result.errors == [result.fatal]
+
+
+def test_a_sink_that_raises_at_close_is_a_fatal_error():
+    body = body_of(META, SPAN, end=b"")  # the span completes at close()
+    calls = []
+
+    def sink(events):
+        calls.append(len(events))
+        raise ValueError("no")
+
+    stream = ndintake.IntakeStream(sink=sink)
+    assert stream.feed(body) == []
+    result = stream.close()
+    assert calls == [1]
+    assert (result.status, result.accepted, result.fatal.message) == (
+        500, 0, "cannot handle stream: cannot process batch: internal error",
+    )
+    assert json.loads(result.body()) == {
+        "accepted": 0, "errors": [{"message": "cannot handle stream: cannot process batch: internal error"}],
+    }
+
+
+def test_no_batch_reaches_a_sink_after_it_raised():
+    calls = []
+
+    def sink(events):
+        calls.append(len(events))
+        raise ndintake.QueueFull
+
+    stream = ndintake.IntakeStream(sink=sink)
+    body = _big_body(3000)
+    for start in range(0, len(body), 1000):
+        stream.feed(body[start : start + 1000])
+    result = stream.close()
+    assert len(calls) == 1 and (result.status, result.accepted) == (503, 0)
+
+
+def test_the_helpers_report_a_failing_sink_in_the_result(caplog):
+    def sink(events):
+        raise KeyError("boom")
+
+    with caplog.at_level("ERROR", logger="ndintake"):
+        result = ndintake.validate(errors_body(), sink=sink)
+    assert (result.status, result.accepted) == (500, 0)
+    assert "the sink failed on a batch of 5 events" in caplog.text and "KeyError: 'boom'" in caplog.text
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("raised, status", [(ndintake.QueueFull(), 503), (OSError("gone"), 500)])
+def test_validate_async_reports_a_failing_sink_in_the_result(is_async, raised, status):
+    calls = []
+
+    def sync_sink(events):
+        calls.append(len(events))
+        if len(calls) == 2:
+            raise raised
+
+    async def async_sink(events):
+        sync_sink(events)
+
+    async def chunks():
+        yield errors_body()
+        yield body_of(SPAN, SPAN)
+        yield body_of(SPAN)
+
+    result = asyncio.run(ndintake.validate_async(chunks(), sink=async_sink if is_async else sync_sink))
+    assert calls == [5, 2]  # nothing after the refusal
+    assert (result.status, result.accepted, result.fatal.status) == (status, 5, status)
+
+
+# -- the cyclic GC -------------------------------------------------------------------------
+
+
+def test_the_gc_is_enabled_inside_the_sink():
+    seen = []
+    result = ndintake.validate(_big_body(2000), sink=lambda events: seen.append(gc.isenabled()))
+    assert result.status == 202 and len(seen) > 1 and all(seen)
+    assert gc.isenabled()
+
+
+def test_the_gc_pause_is_counted_across_threads():
+    from ndintake._stream import gc_paused
+
+    assert gc.isenabled()
+    first, second = gc_paused(), gc_paused()
+    first.__enter__()  # thread A
+    second.__enter__()  # thread B
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)  # A leaves first: B is still inside
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_callers_gc_disable_is_respected():
+    gc.disable()
+    try:
+        stream = ndintake.IntakeStream()
+        assert len(stream.feed(_big_body(100))) == 100
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_streams_in_threads_leave_the_gc_enabled():
+    body = _big_body(2000)
+
+    def work() -> int:
+        total = 0
+        for _ in range(5):
+            stream = ndintake.IntakeStream()
+            for start in range(0, len(body), 7000):
+                total += len(stream.feed(body[start : start + 7000]))
+            stream.close()
+        return total
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: work(), range(4))) == [10_000] * 4
+    assert gc.isenabled()

@@ -8,7 +8,7 @@ import threading
 from typing import BinaryIO
 
 from .._hooks import Batch
-from .records import FORMATS, Format, encode_batch, encode_event
+from .records import DEFAULT_FORMAT, FORMATS, Format, encode_batch, encode_event, record_format
 from .url import SinkURL, flag
 
 
@@ -59,7 +59,7 @@ class JsonLinesSink:
         path, _, query = spec.partition("?")
         url = SinkURL(f"jsonl://localhost/?{query}", default_port=0)
         fsync = url.take("fsync", False, flag)
-        form = url.take("format", "event", _format)
+        form = url.take("format", DEFAULT_FORMAT, record_format)
         url.done()
         return cls(path, fsync=fsync, format=form)
 
@@ -146,7 +146,3 @@ def _repair(fd: int) -> None:
     os.ftruncate(fd, 0)
 
 
-def _format(text: str) -> Format:
-    if text not in FORMATS:
-        raise ValueError(f"must be one of {', '.join(FORMATS)}")
-    return text  # type: ignore[return-value]

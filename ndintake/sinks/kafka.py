@@ -158,7 +158,7 @@ class KafkaSink:
         if url.username is not None or url.password is not None:
             raise url.error("credentials in the URL are not supported")
         topic = url.require("topic")
-        form = url.take("format", "event", _format)
+        form = url.take("format", records.DEFAULT_FORMAT, records.record_format)
         timeout = url.take("timeout", 5.0, positive_float)
         max_in_flight = url.take("max_in_flight", 64, positive_int)
         compression = url.take("compression", "none", _compression)
@@ -409,12 +409,6 @@ def _settle(future: asyncio.Future[None], outcome: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(outcome)
-
-
-def _format(text: str) -> Format:
-    if text not in FORMATS:
-        raise ValueError(f"must be one of {', '.join(FORMATS)}")
-    return text  # type: ignore[return-value]
 
 
 def _compression(text: str) -> str:

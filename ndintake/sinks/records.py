@@ -34,6 +34,15 @@ from .._hooks import Batch
 #: The two record formats a sink URL may ask for (``format=``).
 Format = Literal["event", "batch"]
 FORMATS: tuple[Format, ...] = ("event", "batch")
+DEFAULT_FORMAT: Format = "event"
+
+
+def record_format(text: str) -> Format:
+    """A ``format=`` option's value, checked."""
+    for name in FORMATS:
+        if text == name:
+            return name
+    raise ValueError(f"must be one of {', '.join(FORMATS)}")
 
 
 def event_record(event: Event, batch: Batch) -> dict[str, Any]:
