@@ -24,6 +24,7 @@ import pytest
 import zstandard
 
 import ndintake
+from brokers import own_nats, own_redis, shared_nats, shared_redis  # noqa: F401 (broker fixtures, tests/brokers.py)
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "apm-server"
 V2_DIR = DATA_DIR / "intake-v2"

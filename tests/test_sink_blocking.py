@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from brokers import batches, copies, free_port, own_redis, run, shared_nats, shared_redis  # noqa: F401 (fixtures)
+from brokers import batches, copies, free_port, run
 from ndintake.server import QueueFull, SinkUnavailable
 from ndintake.sinks import open_sink
 from ndintake.sinks.blocking import BlockingSink

@@ -15,7 +15,7 @@ import pytest
 from nats.js.api import DiscardPolicy, StreamConfig
 
 import ndintake
-from brokers import batches, copies, own_nats, run, shared_nats  # noqa: F401 (fixtures)
+from brokers import batches, copies, run
 from ndintake.server import QueueFull, SinkUnavailable
 from ndintake.sinks import open_sink
 from ndintake.sinks.nats import JetStreamSink, subject_template

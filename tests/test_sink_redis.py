@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import ndintake
-from brokers import RedisServer, batches, own_redis, run, shared_redis  # noqa: F401 (fixtures)
+from brokers import batches, run
 from ndintake.server import QueueFull, SinkUnavailable
 from ndintake.sinks import open_sink
 from ndintake.sinks.records import batch_key, encode_event, event_key

@@ -15,16 +15,7 @@ import pytest
 import redis
 
 import ndintake
-from brokers import (  # noqa: F401 (fixtures)
-    NatsServer,
-    RedisServer,
-    copies,
-    own_nats,
-    own_redis,
-    run,
-    shared_nats,
-    shared_redis,
-)
+from brokers import NatsServer, RedisServer, run
 from httpkit import NDJSON, asgi_scope, body_messages, call_asgi_async, call_wsgi
 from ndintake.asgi import IntakeASGI
 from ndintake.sinks import BlockingSink, open_sink

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from .._errors import QueueFull, SinkUnavailable
 from .._hooks import Batch
-from .records import FORMATS, Format, batch_key, encode_batch, encode_event, event_key
+from .records import DEFAULT_FORMAT, FORMATS, Format, batch_key, encode_batch, encode_event, event_key, record_format
 from .url import SinkURL, positive_float, positive_int
 
 log = logging.getLogger("ndintake.sinks")
@@ -38,13 +38,6 @@ def messages(batch: Batch, format: Format) -> list[Message]:
         Message(encode_event(event, batch), event.kind, batch.profile, batch.path, event_key(event, batch))
         for event in batch
     ]
-
-
-def format_option(text: str) -> Format:
-    """The ``format=`` option of a sink URL."""
-    if text not in FORMATS:
-        raise ValueError(f"must be one of {', '.join(FORMATS)}")
-    return text  # type: ignore[return-value]
 
 
 class BrokerSink:
@@ -87,7 +80,7 @@ class BrokerSink:
     def common_options(url: SinkURL) -> dict[str, object]:
         """``format``, ``timeout`` and ``max_in_flight`` taken from a sink URL."""
         return {
-            "format": url.take("format", "event", format_option),
+            "format": url.take("format", DEFAULT_FORMAT, record_format),
             "timeout": url.take("timeout", 5.0, positive_float),
             "max_in_flight": url.take("max_in_flight", 64, positive_int),
         }

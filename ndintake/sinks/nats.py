@@ -262,7 +262,8 @@ class JetStreamSink(BrokerSink):
         if any(full in text for full in _FULL):
             ack.set_exception(QueueFull(f"queue is full: {self.target}: {text}"))
         else:
-            ack.set_exception(SinkUnavailable(f"{self.target}: JetStream refused the message: {text} ({error.get('err_code')})"))
+            code = error.get("err_code")
+            ack.set_exception(SinkUnavailable(f"{self.target}: JetStream refused the message: {text} ({code})"))
         ack.exception()  # retrieved: the batch may already have failed on another ack
 
     async def aclose(self) -> None:
