@@ -20,6 +20,8 @@ from ndintake.sinks.records import encode_event
 from ndintake.wsgi import IntakeWSGI
 
 
+pytestmark = pytest.mark.e2e  # real brokers
+
 def xlen(url: str, stream: str) -> int:
     with redis.Redis.from_url(url.partition("?")[0], socket_timeout=5) as client:
         return int(client.xlen(stream))

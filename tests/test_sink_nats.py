@@ -22,6 +22,8 @@ from ndintake.sinks.nats import JetStreamSink, subject_template
 from ndintake.sinks.records import batch_key, encode_event, event_key
 
 
+pytestmark = pytest.mark.e2e  # real brokers
+
 async def stored(server: str, stream: str) -> list[Any]:
     """Every message of the stream, in order (direct gets, no consumer)."""
     nc = await nats.connect(server, connect_timeout=2, max_reconnect_attempts=0)

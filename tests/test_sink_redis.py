@@ -20,6 +20,8 @@ from ndintake.sinks.records import batch_key, encode_event, event_key
 from ndintake.sinks.redis import RedisStreamSink
 
 
+pytestmark = pytest.mark.e2e  # real brokers
+
 def entries(url: str, stream: str) -> list[dict[bytes, bytes]]:
     with redis.Redis.from_url(url.partition("?")[0], socket_timeout=5) as client:
         return [fields for _, fields in client.xrange(stream)]

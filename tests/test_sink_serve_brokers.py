@@ -22,6 +22,8 @@ from ndintake.sinks import BlockingSink, open_sink
 from ndintake.wsgi import IntakeWSGI
 from test_sink_nats import stored
 
+pytestmark = pytest.mark.e2e  # real brokers
+
 QUEUE_FULL = "cannot handle stream: cannot process batch: queue is full"
 
 
