@@ -15,7 +15,10 @@ Server rows: ``bare`` (``benchmarks/bare_app.py``: reads the body, answers 202,
 on ndintake serve's uvicorn set-up: the transport ceiling), ``null``
 (``ndintake serve --sink null``, one worker), ``null-w2`` (``--workers 2``;
 skipped, and said so, while ``ndintake serve --help`` has no ``--workers``) and
-``jsonl`` (``--sink jsonl:<tmp file>``, not run by default). Options such as
+``jsonl`` (``--sink jsonl:<tmp file>``, not run by default), ``redis`` and
+``nats`` (and their ``-w2``: the broker sinks into the machine's Redis on
+6379 and NATS on 4222, a stream of their own, capped and deleted at the end;
+not run by default; see ``benchmarks/sinks.py`` for the sinks alone). Options such as
 ``--max-concurrent-decoders`` are passed on only when ``ndintake serve --help``
 lists them.
 
@@ -57,7 +60,7 @@ from .competitors import LEVELS
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SIZES = {"1mb": 1_000_000, "50kb": 50_000}
-SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl")
+SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl", "redis", "redis-w2", "nats", "nats-w2")
 DEFAULT_SERVERS = ("bare", "bare-w2", "null", "null-w2")  # the -w2 rows only when serve has --workers
 REFUSALS = (503, 429)
 PROBE_EVERY = 0.2
@@ -1020,11 +1023,47 @@ def server_rows(
         if name == "jsonl":
             jsonl_path = workdir / "events.jsonl"
             sink = f"jsonl:{jsonl_path}"
+        elif name.startswith(("redis", "nats")):
+            sink = broker_sink(name.partition("-")[0])
         argv = [*base, "--sink", sink, *(["--workers", str(workers)] if has_workers else []), *extra]
         server = Server(name, argv, workdir)
         server.jsonl = jsonl_path
         rows.append((server, True))
     return rows, skipped, extra
+
+
+def broker_sink(broker: str) -> str:
+    """A ``--sink`` into the machine's Redis or NATS, on a stream of this run's own,
+    capped (Redis ``maxlen``; a JetStream stream made beforehand with ``max_bytes``
+    and ``discard: old``) and deleted when the run ends."""
+    name = f"ndintake_load_{os.getpid()}"
+    if broker == "redis":
+        import redis
+
+        def drop_key() -> None:
+            with redis.Redis(host=HOST, port=6379, socket_timeout=5) as client:
+                client.delete(name)
+
+        atexit.register(drop_key)
+        return f"redis://{HOST}:6379/0?stream={name}&maxlen=50000"
+    import nats
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    async def stream(create: bool) -> None:
+        nc = await nats.connect(f"nats://{HOST}:4222", connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream()
+            if create:
+                config = StreamConfig(name=name, subjects=[f"{name}.*"], max_bytes=256 << 20, discard=DiscardPolicy.OLD)
+                await js.add_stream(config)
+            else:
+                await js.delete_stream(name)
+        finally:
+            await nc.close()
+
+    asyncio.run(stream(True))
+    atexit.register(lambda: asyncio.run(stream(False)))
+    return f"nats://{HOST}:4222?stream={name}&subject={name}.{{kind}}"
 
 
 def run_row(
