@@ -62,15 +62,16 @@ def encoded(batches: list[Any]) -> list[list[tuple[bytes, bytes | None, list[tup
     out = []
     for batch in batches:
         messages = []
+        encoded = records.BatchRecords(batch)
         for event in batch:
-            record = records.event_record(event, batch)
             headers = [
                 ("ndintake-kind", event.kind.encode()),
                 ("ndintake-profile", batch.profile.encode()),
                 ("ndintake-route", batch.path.encode()),
-                ("ndintake-key", records.event_key(event, batch).encode()),
+                ("ndintake-key", encoded.key(event).encode()),
             ]
-            messages.append((records.encode_record(record), records.partition_key(record), headers))
+            key = records.partition_key({"data": event.expanded(), "metadata": batch.metadata})
+            messages.append((encoded.record(event), key, headers))
         out.append(messages)
     return out
 

@@ -10,6 +10,7 @@ docstring); this module only does the ASGI I/O.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, MutableMapping
 
@@ -175,7 +176,13 @@ class IntakeASGI(Intake):
     async def _hand_over(self, batches: list[Batch]) -> None:
         """Deliver ``batches``; raise :class:`Undelivered` if the sink failed."""
         sink: Any = self.sink
-        if self._sink_is_async:
+        deliver = getattr(sink, "deliver", None)
+        if deliver is not None and inspect.iscoroutinefunction(deliver):
+            try:
+                await deliver(batches)  # all of them, or none
+            except Exception as exc:
+                raise Undelivered(0, exc) from exc
+        elif self._sink_is_async:
             outcomes = await asyncio.gather(*(sink(batch) for batch in batches), return_exceptions=True)
             for done, outcome in enumerate(outcomes):
                 if isinstance(outcome, BaseException):

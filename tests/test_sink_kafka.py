@@ -149,12 +149,6 @@ def test_missing_client_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     importlib.import_module("ndintake.sinks.kafka")
 
 
-def test_encode_record_is_encode_event() -> None:
-    for batch in batches_of(load("intake-v2/events.ndjson")):
-        for event in batch:
-            assert records.encode_record(records.event_record(event, batch)) == records.encode_event(event, batch)
-
-
 # -- against the broker ----------------------------------------------------------
 
 

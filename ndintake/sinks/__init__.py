@@ -5,7 +5,11 @@ and returns once they are safely taken; only then are they counted in
 ``accepted`` (and only then is a 202 sent). Two kinds:
 
 - a **synchronous** callable (``JsonLinesSink``, a ``queue.Queue``'s
-  ``put_nowait``...): the ASGI app runs it off the event loop, in a thread;
+  ``put_nowait``...): the ASGI app runs it off the event loop, in a thread,
+  unless it also has ``async deliver(batches)``, which the ASGI app then
+  awaits with all the batches of a step at once (all taken, or none and it
+  raises): the JSON Lines sink encodes them on the loop and writes them with
+  one ``write`` in a thread of its own;
 - an **asynchronous** sink (the broker sinks): ``await sink(batch)`` returns
   when the broker has acknowledged every event of the batch. It may also have
   ``async start()`` (connect; the ASGI app calls it on lifespan startup) and

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from .._errors import QueueFull, SinkUnavailable
 from .._hooks import Batch
-from .records import DEFAULT_FORMAT, FORMATS, Format, batch_key, encode_batch, encode_event, event_key, record_format
+from .records import DEFAULT_FORMAT, FORMATS, BatchRecords, Format, batch_key, encode_batch, record_format
 from .url import SinkURL, positive_float, positive_int
 
 log = logging.getLogger("ndintake.sinks")
@@ -34,10 +34,8 @@ def messages(batch: Batch, format: Format) -> list[Message]:
     if format == "batch":
         body = encode_batch(batch)
         return [Message(body, "batch", batch.profile, batch.path, batch_key(body))]
-    return [
-        Message(encode_event(event, batch), event.kind, batch.profile, batch.path, event_key(event, batch))
-        for event in batch
-    ]
+    records = BatchRecords(batch)
+    return [Message(records.record(event), event.kind, batch.profile, batch.path, records.key(event)) for event in batch]
 
 
 class BrokerSink:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from .._hooks import Batch
-from .records import DEFAULT_FORMAT, FORMATS, Format, encode_batch, encode_event, record_format
+from .records import DEFAULT_FORMAT, FORMATS, BatchRecords, Format, encode_batch, record_format
 from .url import SinkURL, flag
 
 
@@ -16,7 +18,8 @@ class JsonLinesSink:
     """Appends each batch of accepted events to a file: one record per event
     (see :mod:`ndintake.sinks.records`), or with ``format="batch"`` the batch as
     a replayable intake body (metadata written once per batch). Synchronous and
-    thread-safe; the ASGI app runs it off the event loop.
+    thread-safe; under ASGI, :meth:`deliver` encodes a step's batches on the
+    event loop and writes them with one ``write`` in a thread of its own.
 
     A path is opened for appending and shared safely by several processes
     (``ndintake serve --workers``): each batch is written with one ``write`` on
@@ -52,6 +55,7 @@ class JsonLinesSink:
         else:
             self._file = target
         self.count = 0  # events written
+        self._writer: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> JsonLinesSink:
@@ -64,12 +68,24 @@ class JsonLinesSink:
         return cls(path, fsync=fsync, format=form)
 
     def __call__(self, batch: Batch) -> None:
+        self._write(self._encode(batch), len(batch))
+
+    async def deliver(self, batches: list[Batch]) -> None:
+        """Write ``batches`` together, off the event loop (the ASGI app's path:
+        all of them are written, or none and it raises)."""
+        data = b"".join(map(self._encode, batches))
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="ndintake-jsonl")
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, data, sum(map(len, batches)))
+
+    def _encode(self, batch: Batch) -> bytes:
         if self._format == "batch":
             data = encode_batch(batch)
-            if batch.metadata is None:
-                data += b"\n"
-        else:
-            data = b"".join([encode_event(event, batch) + b"\n" for event in batch])
+            return data + b"\n" if batch.metadata is None else data
+        records = BatchRecords(batch)
+        return b"".join([records.record(event) + b"\n" for event in batch])
+
+    def _write(self, data: bytes, events: int) -> None:
         with self._lock:
             if self._fd is None:
                 assert self._file is not None
@@ -79,7 +95,7 @@ class JsonLinesSink:
             else:
                 with self._locked():
                     self._append(self._fd, data)
-            self.count += len(batch)
+            self.count += events
 
     def _append(self, fd: int, data: bytes) -> None:
         start = os.lseek(fd, 0, os.SEEK_END)
@@ -99,6 +115,9 @@ class JsonLinesSink:
 
     def close(self) -> None:
         """Flush; close the file if this sink opened it."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)

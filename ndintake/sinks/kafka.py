@@ -325,15 +325,16 @@ class KafkaSink:
             ]
             yield body, key, headers
             return
+        encoded = records.BatchRecords(batch)
         for event in batch:
-            record = records.event_record(event, batch)
             headers = [
                 ("ndintake-kind", event.kind.encode()),
                 ("ndintake-profile", profile),
                 ("ndintake-route", route),
-                ("ndintake-key", records.event_key(event, batch).encode()),
+                ("ndintake-key", encoded.key(event).encode()),
             ]
-            yield records.encode_record(record), records.partition_key(record), headers
+            key = records.partition_key({"data": event.expanded(), "metadata": batch.metadata})
+            yield encoded.record(event), key, headers
 
     def _failure(self, err: KafkaError) -> Exception:
         """The exception a failed delivery ends the request with."""

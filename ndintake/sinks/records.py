@@ -59,15 +59,47 @@ def event_record(event: Event, batch: Batch) -> dict[str, Any]:
     return record
 
 
+class BatchRecords:
+    """The records and deduplication keys of one batch's events, with what they
+    share (profile, route, metadata) encoded once per batch rather than once
+    per event. ``record(event)`` gives the bytes of ``orjson.dumps(event_record(...))``."""
+
+    __slots__ = ("batch", "_middle", "_tail", "_digest")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self._middle = b',"profile":%b,"route":%b,"line":' % (orjson.dumps(batch.profile), orjson.dumps(batch.path))
+        metadata = batch.metadata
+        self._tail = b"}" if metadata is None else b',"metadata":%b}' % orjson.dumps(metadata)
+        self._digest: Any = None
+
+    def record(self, event: Event) -> bytes:
+        """The event's record as compact JSON (no newline)."""
+        data = orjson.dumps(event.expanded())
+        return b'{"kind":%b%b%d,"data":%b%b' % (orjson.dumps(event.kind), self._middle, event.line, data, self._tail)
+
+    def key(self, event: Event) -> str:
+        """The event's deduplication key: 32 hex digits, the same whenever the
+        same body is sent to the same route again."""
+        if self._digest is None:
+            base = hashlib.blake2b(digest_size=16)
+            base.update(self.batch.path.encode())
+            base.update(b"\n")
+            if self.batch.metadata is not None:
+                base.update(orjson.dumps(self.batch.metadata, option=orjson.OPT_SORT_KEYS))
+            self._digest = base
+        digest = self._digest.copy()
+        digest.update(b"\n%d\n" % event.line)
+        digest.update(event.raw)
+        if event.parent is not None:  # a RUM v3 span or metricset: its kind and place in the transaction's line
+            digest.update(b"\n%s %d" % (event.kind.encode(), id_in_parent(event)))
+        return str(digest.hexdigest())
+
+
 def encode_event(event: Event, batch: Batch) -> bytes:
-    """:func:`event_record` as compact JSON (no newline)."""
-    return orjson.dumps(event_record(event, batch))
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    """An :func:`event_record` already built (say, to take its
-    :func:`partition_key` too) as compact JSON: the bytes of :func:`encode_event`."""
-    return orjson.dumps(record)
+    """:func:`event_record` as compact JSON (no newline). For every event of a
+    batch, :class:`BatchRecords` does the shared part once."""
+    return BatchRecords(batch).record(event)
 
 
 def encode_batch(batch: Batch) -> bytes:
@@ -82,18 +114,8 @@ def encode_batch(batch: Batch) -> bytes:
 
 
 def event_key(event: Event, batch: Batch) -> str:
-    """The event's deduplication key: 32 hex digits, the same whenever the same
-    body is sent to the same route again."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(batch.path.encode())
-    digest.update(b"\n%d\n" % event.line)
-    if batch.metadata is not None:
-        digest.update(orjson.dumps(batch.metadata, option=orjson.OPT_SORT_KEYS))
-    digest.update(b"\n")
-    digest.update(event.raw)
-    if event.parent is not None:  # a RUM v3 span or metricset: its kind and place in the transaction's line
-        digest.update(b"\n%s %d" % (event.kind.encode(), id_in_parent(event)))
-    return digest.hexdigest()
+    """The event's deduplication key (see :meth:`BatchRecords.key`)."""
+    return BatchRecords(batch).key(event)
 
 
 def id_in_parent(event: Event) -> int:
