@@ -35,7 +35,9 @@ def messages(batch: Batch, format: Format) -> list[Message]:
         body = encode_batch(batch)
         return [Message(body, "batch", batch.profile, batch.path, batch_key(body))]
     records = BatchRecords(batch)
-    return [Message(records.record(event), event.kind, batch.profile, batch.path, records.key(event)) for event in batch]
+    return [
+        Message(records.record(event), event.kind, batch.profile, batch.path, records.key(event)) for event in batch
+    ]
 
 
 class BrokerSink:
