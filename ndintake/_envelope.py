@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import TYPE_CHECKING, Any
+from itertools import compress
+from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
@@ -24,6 +25,17 @@ _QUOTE = re.compile(rb"[\"']")
 _BLANK = frozenset(b" \t\r\n\f\v")
 _TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
 _BAD_UTF8 = ("str is not valid UTF-8",)
+#: The start of a line that may be an object with a key: "{" after JSON
+#: whitespace (or \f, \v: orjson refuses them, so such lines are only tried
+#: needlessly), then a quote before the line ends. Any other line parses to no
+#: object, or to an object without a key ("{}"), or not at all: it is blank or refused.
+_OBJECT_WITH_KEY = rb'[ \t\r\f\v]*\{[^\n"]*"'
+_MAYBE_EVENT = re.compile(_OBJECT_WITH_KEY)  # matched at a line's start
+_ANY_MAYBE_EVENT = re.compile(b"\n" + _OBJECT_WITH_KEY)  # searched in b"\n" + b"\n".join(lines)
+#: Past the fifth error, refused lines up to this size are remembered (at most
+#: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.
+_REFUSED_SIZE = 64
+_REFUSED_COUNT = 256
 
 
 def text(line: bytes) -> str:
@@ -89,6 +101,8 @@ class EnvelopeReader:
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
         self._batching = self._lines_accept is not None
+        self._junk = False  # the last piece had a line that is not a valid one-key event
+        self._refused: set[bytes] = set()  # short lines refused past the fifth error
 
     def feed(self, piece: bytes) -> None:
         lines = self._lines.split(piece)
@@ -115,10 +129,53 @@ class EnvelopeReader:
             self._line_no += 1
             self._take_metadata(lines[0])
             lines = lines[1:]
-        if lines and not (self._batching and self._take_batch(lines)):
-            self._take_each(lines)
+        if not lines:
+            return
+        numbers = range(self._line_no + 1, self._line_no + 1 + len(lines))
+        self._line_no += len(lines)
+        self._take_numbered(lines, numbers)
 
-    def _take_batch(self, lines: list[bytes]) -> bool:
+    def _take_numbered(self, lines: list[bytes], numbers: Sequence[int]) -> None:
+        """Lines with their line numbers: sifted if the last piece had junk and
+        five errors are kept; as a batch if the last piece was clean; else one by one."""
+        sifted = False
+        if self._junk and not self._stream.explaining:
+            kept, numbers = self._sift(lines, numbers)
+            sifted, lines = len(kept) < len(lines), kept
+        if lines and not (self._batching and self._take_batch(lines, numbers)):
+            taken = self._take_each(lines, numbers)
+            if taken < len(lines):  # the fifth error is kept: sift the rest
+                self._take_numbered(lines[taken:], numbers[taken:])
+        if sifted:
+            self._junk = True  # sift the next piece too
+
+    def _sift(self, lines: list[bytes], numbers: Sequence[int]) -> tuple[list[bytes], list[int]]:
+        """The junk fast path, once five errors are kept: a refused line then
+        only counts as invalid (no message, document or line number is kept), so
+        the lines that cannot be events are counted here, unparsed, and the
+        others returned with their line numbers. Cannot be an event: a line
+        whose first non-blank byte is not "{" or that has no quote (it parses to
+        no object, or to one with no key, or fails: refused, strict or not, as
+        ``_take_each`` would), and a line this reader refused before past the
+        fifth error (the same bytes get the same decision). Blank lines are
+        skipped, as ``_take_each`` does. Only tried after a piece with junk."""
+        if _ANY_MAYBE_EVENT.search(b"\n" + b"\n".join(lines)) is None:  # all junk: one scan in C
+            kept: list[bytes] = []
+            kept_numbers: list[int] = []
+        else:
+            maybe = list(map(_MAYBE_EVENT.match, lines))
+            kept, kept_numbers = list(compress(lines, maybe)), list(compress(numbers, maybe))
+            refused = self._refused
+            if refused:
+                fresh = [len(line) > _REFUSED_SIZE or line not in refused for line in kept]
+                kept, kept_numbers = list(compress(kept, fresh)), list(compress(kept_numbers, fresh))
+        blank = lines.count(b"") + sum(map(bytes.isspace, lines))
+        if max(map(len, lines)) >= self._max:  # an oversized blank line is refused, not skipped
+            blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
+        self._stream.count_refused(len(lines) - blank - len(kept))
+        return kept, kept_numbers
+
+    def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
         """The hot path: parse and check every line at once. Takes them all and
         returns True when each is a valid event alone under a known key; else
         takes none and returns False."""
@@ -133,31 +190,29 @@ class EnvelopeReader:
         stream = self._stream
         out = stream.out
         table = self._table
-        line_no = self._line_no
-        self._line_no += len(lines)
-        for obj, line in zip(objs, lines):
-            line_no += 1
+        for obj, line, line_no in zip(objs, lines, numbers):
             key, value = obj.popitem()  # its only key
             kind, _, special, abbreviated = table[key]
             if special is None:
                 out.append(Event(kind, value, line, line_no, abbreviated))
             else:
                 stream.dropped += special(value, line, line_no, out)
+        self._junk = False
         return True
 
-    def _take_each(self, lines: list[bytes]) -> None:
+    def _take_each(self, lines: list[bytes], numbers: Sequence[int]) -> int:
         """Line by line: the path of pieces with a blank, oversized, broken or
         invalid line. The next piece is tried as a batch again only if every
-        line of this one would have passed."""
+        line of this one would have passed. Returns how many lines it took: it
+        stops after the line that made the fifth kept error (the rest can be sifted)."""
         stream = self._stream
         max_size = self._max
         table = self._table
         out = stream.out
-        line_no = self._line_no
+        explaining = stream.explaining
         clean = True
         try:
-            for line in lines:
-                line_no += 1
+            for line_no, line in zip(numbers, lines):
                 if len(line) >= max_size:
                     stream.reject(line[:max_size], "event exceeded the permitted size", line_no)
                     clean = False
@@ -186,9 +241,12 @@ class EnvelopeReader:
                             continue
                 clean = False
                 self._take_event(line, line_no)
+                if explaining and not stream.explaining:
+                    return numbers.index(line_no) + 1
         finally:
-            self._line_no = line_no
+            self._junk = not clean
             self._batching = clean and self._lines_accept is not None
+        return len(lines)
 
     def _take_metadata(self, line: bytes) -> None:
         line_no = self._line_no
@@ -210,25 +268,33 @@ class EnvelopeReader:
     def _take_event(self, line: bytes, line_no: int) -> None:
         """The slow path of one line: anything but a valid, kept event."""
         stream = self._stream
+        explaining = stream.explaining
         try:
             key, value = self._parse(line, self._event_keys)
         except _BadLine as exc:
-            stream.reject(line, str(exc), line_no)
+            self._reject(line, str(exc), line_no, explaining)
             return
         except KeyError as exc:
-            stream.reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no)
+            self._reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no, explaining)
             return
         validator = self._event_keys[key]
         if type(value) is not dict or not validator.accept()(value):
-            message = validator.refusal(value, explain=stream.explaining)
+            message = validator.refusal(value, explain=explaining)
             if message is not None:
-                stream.reject(line, message, line_no)
+                self._reject(line, message, line_no, explaining)
                 return
         special = self._profile.special.get(key)
         if special is not None:
             stream.dropped += special(value, line, line_no, stream.out)
         else:
             stream.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
+
+    def _reject(self, line: bytes, message: str, line_no: int, explaining: bool) -> None:
+        """Refuse a line; remember a short one refused past the fifth error
+        (decided with ``explain=False``, as every later decision is) for ``_sift``."""
+        self._stream.reject(line, message, line_no)
+        if not explaining and len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
+            self._refused.add(line)
 
     def _parse(self, line: bytes, known: dict[str, Validator]) -> tuple[str, Any]:
         """The line's type key and the value under it.
