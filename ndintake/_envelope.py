@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import weakref
 from itertools import compress
+from operator import not_
 from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
@@ -103,6 +104,7 @@ class EnvelopeReader:
         self._batching = self._lines_accept is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
         self._refused: set[bytes] = set()  # short lines refused past the fifth error
+        self._resift = False  # set by _reject: stop _take_each, sift the rest again
 
     def feed(self, piece: bytes) -> None:
         lines = self._lines.split(piece)
@@ -136,18 +138,21 @@ class EnvelopeReader:
         self._take_numbered(lines, numbers)
 
     def _take_numbered(self, lines: list[bytes], numbers: Sequence[int]) -> None:
-        """Lines with their line numbers: sifted if the last piece had junk and
-        five errors are kept; as a batch if the last piece was clean; else one by one."""
-        sifted = False
-        if self._junk and not self._stream.explaining:
-            kept, numbers = self._sift(lines, numbers)
-            sifted, lines = len(kept) < len(lines), kept
-        if lines and not (self._batching and self._take_batch(lines, numbers)):
-            taken = self._take_each(lines, numbers)
-            if taken < len(lines):  # the fifth error is kept: sift the rest
-                self._take_numbered(lines[taken:], numbers[taken:])
-        if sifted:
-            self._junk = True  # sift the next piece too
+        """Lines with their line numbers: sifted once five errors are kept and the
+        last piece had junk; then as a batch if the last piece was clean, else
+        one by one, until a line changes what the sift would take out (the rest
+        is then sifted again)."""
+        while lines:
+            sifted = False
+            if self._junk and not self._stream.explaining:
+                kept, numbers = self._sift(lines, numbers)
+                sifted, lines = len(kept) < len(lines), kept
+            taken = len(lines)
+            if lines and not (self._batching and self._take_batch(lines, numbers)):
+                taken = self._take_each(lines, numbers)
+            if sifted:
+                self._junk = True  # sift the next piece too
+            lines, numbers = lines[taken:], numbers[taken:]
 
     def _sift(self, lines: list[bytes], numbers: Sequence[int]) -> tuple[list[bytes], list[int]]:
         """The junk fast path, once five errors are kept: a refused line then
@@ -159,20 +164,19 @@ class EnvelopeReader:
         ``_take_each`` would), and a line this reader refused before past the
         fifth error (the same bytes get the same decision). Blank lines are
         skipped, as ``_take_each`` does. Only tried after a piece with junk."""
-        if _ANY_MAYBE_EVENT.search(b"\n" + b"\n".join(lines)) is None:  # all junk: one scan in C
-            kept: list[bytes] = []
-            kept_numbers: list[int] = []
-        else:
+        total = len(lines)
+        if self._refused:  # remembered lines: one hash each, in C
+            fresh = list(map(not_, map(self._refused.__contains__, lines)))
+            lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
+        kept: list[bytes] = []
+        kept_numbers: list[int] = []
+        if lines and _ANY_MAYBE_EVENT.search(b"\n" + b"\n".join(lines)) is not None:  # else all junk
             maybe = list(map(_MAYBE_EVENT.match, lines))
             kept, kept_numbers = list(compress(lines, maybe)), list(compress(numbers, maybe))
-            refused = self._refused
-            if refused:
-                fresh = [len(line) > _REFUSED_SIZE or line not in refused for line in kept]
-                kept, kept_numbers = list(compress(kept, fresh)), list(compress(kept_numbers, fresh))
         blank = lines.count(b"") + sum(map(bytes.isspace, lines))
-        if max(map(len, lines)) >= self._max:  # an oversized blank line is refused, not skipped
+        if lines and max(map(len, lines)) >= self._max:  # an oversized blank line is refused, not skipped
             blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
-        self._stream.count_refused(len(lines) - blank - len(kept))
+        self._stream.count_refused(total - blank - len(kept))
         return kept, kept_numbers
 
     def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
@@ -204,49 +208,51 @@ class EnvelopeReader:
         """Line by line: the path of pieces with a blank, oversized, broken or
         invalid line. The next piece is tried as a batch again only if every
         line of this one would have passed. Returns how many lines it took: it
-        stops after the line that made the fifth kept error (the rest can be sifted)."""
+        stops after a refused line that changes what ``_sift`` would take out."""
         stream = self._stream
         max_size = self._max
         table = self._table
         out = stream.out
-        explaining = stream.explaining
         clean = True
+        taken = len(lines)
         try:
             for line_no, line in zip(numbers, lines):
                 if len(line) >= max_size:
-                    stream.reject(line[:max_size], "event exceeded the permitted size", line_no)
+                    self._reject(line[:max_size], "event exceeded the permitted size", line_no)
+                    clean = False
+                elif not line or (line[0] in _BLANK and not line.strip()):
                     clean = False
                     continue
-                if not line or (line[0] in _BLANK and not line.strip()):
+                else:
+                    try:
+                        obj = _loads(line)
+                    except _JSONDecodeError:
+                        obj = None
+                    if type(obj) is dict:
+                        for key in obj:  # the first key: the event type
+                            break
+                        else:
+                            key = None
+                        entry = table.get(key)
+                        if entry is not None:
+                            value = obj[key]
+                            if type(value) is dict and entry[1](value):
+                                if entry[2] is None:
+                                    out.append(Event(entry[0], value, line, line_no, entry[3]))
+                                else:
+                                    stream.dropped += entry[2](value, line, line_no, out)
+                                clean = clean and len(obj) == 1
+                                continue
                     clean = False
-                    continue
-                try:
-                    obj = _loads(line)
-                except _JSONDecodeError:
-                    obj = None
-                if type(obj) is dict:
-                    for key in obj:  # the first key: the event type
-                        break
-                    else:
-                        key = None
-                    entry = table.get(key)
-                    if entry is not None:
-                        value = obj[key]
-                        if type(value) is dict and entry[1](value):
-                            if entry[2] is None:
-                                out.append(Event(entry[0], value, line, line_no, entry[3]))
-                            else:
-                                stream.dropped += entry[2](value, line, line_no, out)
-                            clean = clean and len(obj) == 1
-                            continue
-                clean = False
-                self._take_event(line, line_no)
-                if explaining and not stream.explaining:
-                    return numbers.index(line_no) + 1
+                    self._take_event(line, line_no)
+                if self._resift:
+                    self._resift = False
+                    taken = numbers.index(line_no) + 1
+                    break
         finally:
             self._junk = not clean
             self._batching = clean and self._lines_accept is not None
-        return len(lines)
+        return taken
 
     def _take_metadata(self, line: bytes) -> None:
         line_no = self._line_no
@@ -272,16 +278,16 @@ class EnvelopeReader:
         try:
             key, value = self._parse(line, self._event_keys)
         except _BadLine as exc:
-            self._reject(line, str(exc), line_no, explaining)
+            self._reject(line, str(exc), line_no, not explaining)
             return
         except KeyError as exc:
-            self._reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no, explaining)
+            self._reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no, not explaining)
             return
         validator = self._event_keys[key]
         if type(value) is not dict or not validator.accept()(value):
             message = validator.refusal(value, explain=explaining)
             if message is not None:
-                self._reject(line, message, line_no, explaining)
+                self._reject(line, message, line_no, not explaining)
                 return
         special = self._profile.special.get(key)
         if special is not None:
@@ -289,12 +295,19 @@ class EnvelopeReader:
         else:
             stream.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
 
-    def _reject(self, line: bytes, message: str, line_no: int, explaining: bool) -> None:
-        """Refuse a line; remember a short one refused past the fifth error
-        (decided with ``explain=False``, as every later decision is) for ``_sift``."""
-        self._stream.reject(line, message, line_no)
-        if not explaining and len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
+    def _reject(self, line: bytes, message: str, line_no: int, quietly: bool = False) -> None:
+        """Refuse a line. A short one judged ``quietly`` (past the fifth error,
+        with ``explain=False``, as every later decision is) is remembered for
+        ``_sift``. Sets ``_resift`` when the rest of the piece would now sift
+        differently: at the fifth kept error, or when a line is remembered."""
+        stream = self._stream
+        explaining = stream.explaining
+        stream.reject(line, message, line_no)
+        if explaining:
+            self._resift = not stream.explaining
+        elif quietly and len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
             self._refused.add(line)
+            self._resift = True
 
     def _parse(self, line: bytes, known: dict[str, Validator]) -> tuple[str, Any]:
         """The line's type key and the value under it.
