@@ -274,20 +274,19 @@ class EnvelopeReader:
     def _take_event(self, line: bytes, line_no: int) -> None:
         """The slow path of one line: anything but a valid, kept event."""
         stream = self._stream
-        explaining = stream.explaining
         try:
             key, value = self._parse(line, self._event_keys)
         except _BadLine as exc:
-            self._reject(line, str(exc), line_no, not explaining)
+            self._reject(line, str(exc), line_no)
             return
         except KeyError as exc:
-            self._reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no, not explaining)
+            self._reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no)
             return
         validator = self._event_keys[key]
         if type(value) is not dict or not validator.accept()(value):
-            message = validator.refusal(value, explain=explaining)
+            message = validator.refusal(value, explain=stream.explaining)
             if message is not None:
-                self._reject(line, message, line_no, not explaining)
+                self._reject(line, message, line_no)
                 return
         special = self._profile.special.get(key)
         if special is not None:
@@ -295,17 +294,19 @@ class EnvelopeReader:
         else:
             stream.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
 
-    def _reject(self, line: bytes, message: str, line_no: int, quietly: bool = False) -> None:
-        """Refuse a line. A short one judged ``quietly`` (past the fifth error,
-        with ``explain=False``, as every later decision is) is remembered for
-        ``_sift``. Sets ``_resift`` when the rest of the piece would now sift
-        differently: at the fifth kept error, or when a line is remembered."""
+    def _reject(self, line: bytes, message: str, line_no: int) -> None:
+        """Refuse a line. Past the fifth error, where every decision is made
+        with ``explain=False`` and so depends on the line's bytes alone (for
+        this reader: its profile, limits and strictness), a short one is
+        remembered for ``_sift``. Sets ``_resift`` when the rest of the piece
+        would now sift differently: at the fifth kept error, or when a line is
+        remembered."""
         stream = self._stream
         explaining = stream.explaining
         stream.reject(line, message, line_no)
         if explaining:
             self._resift = not stream.explaining
-        elif quietly and len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
+        elif len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
             self._refused.add(line)
             self._resift = True
 

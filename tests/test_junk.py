@@ -206,6 +206,20 @@ def test_junk_past_the_fifth_error_is_not_parsed(monkeypatch: pytest.MonkeyPatch
     assert len(slow) <= 5 + len(junk)
 
 
+@pytest.mark.parametrize("junk", [b"1", b"{}", b'{"transaction": ', b'{"a":1}'], ids=repr)
+def test_junk_in_the_piece_of_the_fifth_error(monkeypatch: pytest.MonkeyPatch, junk: bytes) -> None:
+    """One piece: the five errors, then junk. The rest of the piece is sifted
+    from the fifth error on, and again once a junk line is remembered."""
+    body = b"\n".join([metadata_line(), *FIVE_ERRORS, *[junk] * 2000]) + b"\n"
+    fast, reference = both_ways(monkeypatch, body, None, "apm", False)
+    assert fast == reference
+    loads = _spy(monkeypatch, _envelope, "_loads")
+    slow = _spy(monkeypatch, EnvelopeReader, "_take_event")
+    assert ndintake.validate(body, limits=LIMITS).invalid == fast[2] == 2005
+    assert len(loads) <= 20
+    assert len(slow) <= 6
+
+
 def test_the_spy_sees_parses_without_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """The spy of the test above would catch a fast path that parses junk."""
     monkeypatch.setattr(EnvelopeReader, "_sift", _no_sift)
