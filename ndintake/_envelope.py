@@ -30,9 +30,7 @@ _BAD_UTF8 = ("str is not valid UTF-8",)
 #: whitespace (or \f, \v: orjson refuses them, so such lines are only tried
 #: needlessly), then a quote before the line ends. Any other line parses to no
 #: object, or to an object without a key ("{}"), or not at all: it is blank or refused.
-_OBJECT_WITH_KEY = rb'[ \t\r\f\v]*\{[^\n"]*"'
-_MAYBE_EVENT = re.compile(_OBJECT_WITH_KEY)  # matched at a line's start
-_ANY_MAYBE_EVENT = re.compile(b"\n" + _OBJECT_WITH_KEY)  # searched in b"\n" + b"\n".join(lines)
+_MAYBE_EVENT = re.compile(rb'\n[ \t\r\f\v]*\{[^\n"]*"')  # searched in b"\n" + b"\n".join(lines)
 #: Past the fifth error, refused lines up to this size are remembered (at most
 #: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.
 _REFUSED_SIZE = 64
@@ -170,11 +168,15 @@ class EnvelopeReader:
             lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
         kept: list[bytes] = []
         kept_numbers: list[int] = []
-        if lines and _ANY_MAYBE_EVENT.search(b"\n" + b"\n".join(lines)) is not None:  # else all junk
-            maybe = list(map(_MAYBE_EVENT.match, lines))
-            kept, kept_numbers = list(compress(lines, maybe)), list(compress(numbers, maybe))
+        joined = b"\n" + b"\n".join(lines)  # line i starts after the i-th newline
+        index, at = -1, 0
+        for match in _MAYBE_EVENT.finditer(joined):  # the regex skips junk in C
+            index += joined.count(b"\n", at, match.start() + 1)
+            at = match.start() + 1
+            kept.append(lines[index])
+            kept_numbers.append(numbers[index])
         blank = lines.count(b"") + sum(map(bytes.isspace, lines))
-        if lines and max(map(len, lines)) >= self._max:  # an oversized blank line is refused, not skipped
+        if len(joined) > self._max and max(map(len, lines)) >= self._max:  # an oversized blank line is refused
             blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
         self._stream.count_refused(total - blank - len(kept))
         return kept, kept_numbers
