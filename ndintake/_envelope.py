@@ -12,7 +12,7 @@ import orjson
 
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import LineSplitter
+from ._lines import LineSplitter, count_blank, lines_starting
 from ._rumv3 import METADATA, expand
 from ._schemas import Validator, lines_accept
 
@@ -30,7 +30,7 @@ _BAD_UTF8 = ("str is not valid UTF-8",)
 #: whitespace (or \f, \v: orjson refuses them, so such lines are only tried
 #: needlessly), then a quote before the line ends. Any other line parses to no
 #: object, or to an object without a key ("{}"), or not at all: it is blank or refused.
-_MAYBE_EVENT = re.compile(rb'\n[ \t\r\f\v]*\{[^\n"]*"')  # searched in b"\n" + b"\n".join(lines)
+_MAYBE_EVENT = re.compile(rb'\n[ \t\r\f\v]*\{[^\n"]*"')  # for lines_starting
 #: Past the fifth error, refused lines up to this size are remembered (at most
 #: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.
 _REFUSED_SIZE = 64
@@ -166,17 +166,9 @@ class EnvelopeReader:
         if self._refused:  # remembered lines: one hash each, in C
             fresh = list(map(not_, map(self._refused.__contains__, lines)))
             lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
-        kept: list[bytes] = []
-        kept_numbers: list[int] = []
-        joined = b"\n" + b"\n".join(lines)  # line i starts after the i-th newline
-        index, at = -1, 0
-        for match in _MAYBE_EVENT.finditer(joined):  # the regex skips junk in C
-            index += joined.count(b"\n", at, match.start() + 1)
-            at = match.start() + 1
-            kept.append(lines[index])
-            kept_numbers.append(numbers[index])
-        blank = lines.count(b"") + sum(map(bytes.isspace, lines))
-        if len(joined) > self._max and max(map(len, lines)) >= self._max:  # an oversized blank line is refused
+        kept, kept_numbers = lines_starting(_MAYBE_EVENT, lines, numbers)
+        blank = count_blank(lines)
+        if max(map(len, lines), default=0) >= self._max:  # an oversized blank line is refused, not skipped
             blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
         self._stream.count_refused(total - blank - len(kept))
         return kept, kept_numbers

@@ -1,11 +1,12 @@
 """The junk fast path (issue 16): once five errors are kept, lines that cannot be
-events are counted without being parsed (``EnvelopeReader._sift``). Every
+events are counted without being parsed (``EnvelopeReader._sift``, and
+``ItemReader._sift`` for NDJSON prodlytics bodies). Every
 result must be exactly the line-by-line one: status, counts, the kept errors
 (messages, documents, line numbers) and the events with their line numbers, for
-any chunking, strict or not, apm and rum, on both validation backends.
+any chunking, strict or not, apm, rum and prodlytics, on both validation backends.
 
 The reference is the same reader with ``_sift`` turned into a no-op, so that
-every line goes through ``_take_each`` as before the fast path existed.
+every line goes the line-by-line way, as before the fast path existed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from hypothesis import strategies as st
 
 import ndintake
 from conftest import chunked, metadata_line, run, valid_event_lines
-from ndintake import _envelope, _schemas
+from ndintake import _envelope, _items, _schemas
 from ndintake._envelope import EnvelopeReader
+from ndintake._items import ItemReader
+from hostile import ITEM
 from test_invariants import V3_LINES, V3_METADATA
 
 LIMIT = 5000  # max_event_size: every valid line fits, the oversized ones below do not
@@ -72,10 +75,15 @@ OVERSIZED = [
 ]
 JUNK = BLANK + NOT_OBJECTS + EMPTY_OBJECTS + UNPARSABLE + OVERSIZED
 
-PROFILES = {"apm": (metadata_line(), valid_event_lines()), "rum": (V3_METADATA, V3_LINES)}
+#: per profile: the first line, and valid lines (prodlytics has no metadata line: its first line is an item)
+PROFILES = {
+    "apm": (metadata_line(), valid_event_lines()),
+    "rum": (V3_METADATA, V3_LINES),
+    "prodlytics": (ITEM, (ITEM, b" " + ITEM, ITEM + b" trailing", ITEM[:-1] + b', "extra": 1}')),
+}
 
 
-def _no_sift(self: EnvelopeReader, lines: list[bytes], numbers: Any) -> tuple[list[bytes], list[int]]:
+def _no_sift(self: Any, lines: list[bytes], numbers: Any) -> tuple[list[bytes], list[int]]:
     """The reference: sift nothing out."""
     return lines, list(numbers)
 
@@ -106,6 +114,7 @@ def both_ways(
     fast = outcome(body, sizes, profile, strict)
     with monkeypatch.context() as patch:
         patch.setattr(EnvelopeReader, "_sift", _no_sift)
+        patch.setattr(ItemReader, "_sift", _no_sift)
         reference = outcome(body, sizes, profile, strict)
     return fast, reference
 
@@ -237,6 +246,22 @@ def test_the_spy_sees_parses_without_the_fast_path(monkeypatch: pytest.MonkeyPat
         stream.feed(chunk)
     assert stream.close().invalid == 2005
     assert len(loads) > 2000
+
+
+def test_prodlytics_junk_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NDJSON prodlytics: past the fifth error, lines not starting with "{" are
+    counted unparsed, and the item index still counts them."""
+    junk = [b"", b"1", b"[]", b'"x"', b"not json", b"\r"]
+    chunks = [b"\n".join([ITEM, *FIVE_ERRORS]) + b"\n", *[b"\n".join(junk * 500) + b"\n" + ITEM + b"\n"] * 3]
+    body = b"".join(chunks)
+    fast, reference = both_ways(monkeypatch, body, [len(chunk) for chunk in chunks], "prodlytics", False)
+    assert fast == reference
+    parses = _spy(monkeypatch, _items, "parse_line")
+    stream = ndintake.IntakeStream(profile="prodlytics", content_encoding="identity", limits=LIMITS)
+    for chunk in chunks:
+        stream.feed(chunk)
+    assert (stream.close().invalid, stream._reader._index) == (fast[2], 4 + 5 + 3 * 500 * 4)
+    assert len(parses) <= 4 + 5
 
 
 def test_the_refused_memory_is_bounded() -> None:
