@@ -26,10 +26,12 @@ _QUOTE = re.compile(rb"[\"']")
 _BLANK = frozenset(b" \t\r\n\f\v")
 _TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
 _BAD_UTF8 = ("str is not valid UTF-8",)
-#: The start of a line that may be an object with a key: "{" after JSON
-#: whitespace (or \f, \v: orjson refuses them, so such lines are only tried
-#: needlessly), then a quote before the line ends. Any other line parses to no
-#: object, or to an object without a key ("{}"), or not at all: it is blank or refused.
+#: The start of a line that may be an event: "{" after blanks, then a quote
+#: before the line ends (a key is a double-quoted string). Any other line never
+#: parses to an object with a key, strict or not: orjson skips only JSON
+#: whitespace before a value and refuses a BOM, and parse_line's salvage only
+#: cuts a line's end. So it is blank or refused. (\f and \v count as blanks
+#: here only to keep the class simple: such lines are tried needlessly.)
 _MAYBE_EVENT = re.compile(rb'\n[ \t\r\f\v]*\{[^\n"]*"')  # for lines_starting
 #: Past the fifth error, refused lines up to this size are remembered (at most
 #: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from ._stream import IntakeStream
 
 _BLANK = b" \t\r\n\f\v"
-#: An NDJSON line that may be an object: "{" after JSON whitespace (or \f, \v:
-#: orjson refuses them, so such lines are only tried needlessly). Any other
-#: line parses to no object, or not at all: it is blank or refused.
+#: The start of an NDJSON line that may be an object: "{" after blanks. Any other
+#: line parses to no object, or not at all (see _envelope._MAYBE_EVENT): it is
+#: blank or refused. (\f and \v count as blanks here: such lines are tried needlessly.)
 _MAYBE_OBJECT = re.compile(rb"\n[ \t\r\f\v]*\{")  # for lines_starting
 Sift = Callable[[list[bytes], Sequence[int]], tuple[list[bytes], Sequence[int]]]
 
