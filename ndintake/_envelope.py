@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from bisect import bisect_left
 from itertools import compress
 from operator import not_
 from typing import TYPE_CHECKING, Any, Sequence
@@ -12,7 +13,7 @@ import orjson
 
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import LineSplitter, count_blank, lines_starting
+from ._lines import LineSplitter, LineStart, count_blank
 from ._rumv3 import METADATA, expand
 from ._schemas import Validator, lines_accept
 
@@ -32,7 +33,7 @@ _BAD_UTF8 = ("str is not valid UTF-8",)
 #: whitespace before a value and refuses a BOM, and parse_line's salvage only
 #: cuts a line's end. So it is blank or refused. (\f and \v count as blanks
 #: here only to keep the class simple: such lines are tried needlessly.)
-_MAYBE_EVENT = re.compile(rb'\n[ \t\r\f\v]*\{[^\n"]*"')  # for lines_starting
+_MAYBE_EVENT = LineStart(rb'[ \t\r\f\v]*\{[^\n"]*"')
 #: Past the fifth error, refused lines up to this size are remembered (at most
 #: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.
 _REFUSED_SIZE = 64
@@ -104,7 +105,8 @@ class EnvelopeReader:
         self._batching = self._lines_accept is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
         self._refused: set[bytes] = set()  # short lines refused past the fifth error
-        self._resift = False  # set by _reject: stop _take_each, sift the rest again
+        self._resift = False  # set by _reject at the fifth kept error
+        self._remembered: bytes | None = None  # set by _reject: the line it just remembered
 
     def feed(self, piece: bytes) -> None:
         lines = self._lines.split(piece)
@@ -168,7 +170,7 @@ class EnvelopeReader:
         if self._refused:  # remembered lines: one hash each, in C
             fresh = list(map(not_, map(self._refused.__contains__, lines)))
             lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
-        kept, kept_numbers = lines_starting(_MAYBE_EVENT, lines, numbers)
+        kept, kept_numbers = _MAYBE_EVENT.pick(lines, numbers)
         blank = count_blank(lines)
         if max(map(len, lines), default=0) >= self._max:  # an oversized blank line is refused, not skipped
             blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
@@ -241,10 +243,11 @@ class EnvelopeReader:
                                 continue
                     clean = False
                     self._take_event(line, line_no)
-                if self._resift:
-                    self._resift = False
-                    taken = numbers.index(line_no) + 1
-                    break
+                if self._resift or self._remembered is not None:
+                    stop = self._stop_after(lines, numbers, line_no)
+                    if stop:
+                        taken = stop
+                        break
         finally:
             self._junk = not clean
             self._batching = clean and self._lines_accept is not None
@@ -294,9 +297,8 @@ class EnvelopeReader:
         """Refuse a line. Past the fifth error, where every decision is made
         with ``explain=False`` and so depends on the line's bytes alone (for
         this reader: its profile, limits and strictness), a short one is
-        remembered for ``_sift``. Sets ``_resift`` when the rest of the piece
-        would now sift differently: at the fifth kept error, or when a line is
-        remembered."""
+        remembered for ``_sift``. Notes the fifth kept error (``_resift``) and
+        the line remembered (``_remembered``) for ``_stop_after``."""
         stream = self._stream
         explaining = stream.explaining
         stream.reject(line, message, line_no)
@@ -304,7 +306,17 @@ class EnvelopeReader:
             self._resift = not stream.explaining
         elif len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
             self._refused.add(line)
-            self._resift = True
+            self._remembered = line
+
+    def _stop_after(self, lines: list[bytes], numbers: Sequence[int], line_no: int) -> int:
+        """After a refused line: 0 for ``_take_each`` to go on, else how many
+        lines it took, to sift the rest again: at the fifth kept error, or when
+        the line just remembered comes again in the piece (at most
+        ``_REFUSED_COUNT`` times per body, so the scans stay bounded)."""
+        taken = bisect_left(numbers, line_no) + 1
+        stop = self._resift or self._remembered in lines[taken:]
+        self._resift, self._remembered = False, None
+        return taken if stop else 0
 
     def _parse(self, line: bytes, known: dict[str, Validator]) -> tuple[str, Any]:
         """The line's type key and the value under it.

@@ -11,7 +11,7 @@ import orjson
 from ._envelope import parse_line
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import LineSplitter, count_blank, lines_starting
+from ._lines import LineSplitter, LineStart, count_blank
 
 if TYPE_CHECKING:
     from ._profiles import Profile
@@ -21,7 +21,7 @@ _BLANK = b" \t\r\n\f\v"
 #: The start of an NDJSON line that may be an object: "{" after blanks. Any other
 #: line parses to no object, or not at all (see _envelope._MAYBE_EVENT): it is
 #: blank or refused. (\f and \v count as blanks here: such lines are tried needlessly.)
-_MAYBE_OBJECT = re.compile(rb"\n[ \t\r\f\v]*\{")  # for lines_starting
+_MAYBE_OBJECT = LineStart(rb"[ \t\r\f\v]*\{")
 Sift = Callable[[list[bytes], Sequence[int]], tuple[list[bytes], Sequence[int]]]
 
 
@@ -299,7 +299,7 @@ class ItemReader:
         exact again after each piece. Only tried after a piece with junk."""
         if not self._junk or self._stream.explaining:
             return lines, numbers
-        kept, kept_numbers = lines_starting(_MAYBE_OBJECT, lines, numbers)
+        kept, kept_numbers = _MAYBE_OBJECT.pick(lines, numbers)
         refused = len(lines) - count_blank(lines) - len(kept)
         self._stream.count_refused(refused)
         self._index += refused
