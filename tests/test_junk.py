@@ -1,9 +1,9 @@
 """The junk fast path (issue 16): once five errors are kept, lines that cannot be
 events are counted without being parsed (``EnvelopeReader._sift``, and
-``ItemReader._sift`` for NDJSON prodlytics bodies). Every
-result must be exactly the line-by-line one: status, counts, the kept errors
-(messages, documents, line numbers) and the events with their line numbers, for
-any chunking, strict or not, apm, rum and prodlytics, on both validation backends.
+``ItemReader._sift`` for NDJSON prodlytics bodies). Every result must be exactly
+the line-by-line one: status, counts, the kept errors (messages, documents, line
+numbers) and the events with their line numbers, for any chunking, strict or
+not, apm, rum and prodlytics, on both validation backends.
 
 The reference is the same reader with ``_sift`` turned into a no-op, so that
 every line goes the line-by-line way, as before the fast path existed.
@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ndintake
-from conftest import chunked, metadata_line, run, valid_event_lines
+from conftest import metadata_line, run, valid_event_lines
+from hostile import ITEM
 from ndintake import _envelope, _items, _schemas
 from ndintake._envelope import EnvelopeReader
 from ndintake._items import ItemReader
-from hostile import ITEM
 from test_invariants import V3_LINES, V3_METADATA
 
 LIMIT = 5000  # max_event_size: every valid line fits, the oversized ones below do not
