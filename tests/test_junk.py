@@ -169,6 +169,27 @@ def test_each_junk_line_past_the_fifth_error(
         assert fast == reference
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(st.sampled_from(JUNK + list(valid_event_lines()[:5])), st.binary(max_size=8)).map(
+            lambda raw: raw.replace(b"\n", b"")
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    first=st.integers(1, 1000),
+)
+def test_line_start_picks_as_matching_each_line(lines: list[bytes], first: int) -> None:
+    """Both ways of ``LineStart.pick`` (a scan where few lines begin with '{"',
+    a map where many do) pick exactly the lines the regex matches at their start."""
+    numbers = range(first, first + len(lines))
+    for start in (_envelope._MAYBE_EVENT, _items._MAYBE_OBJECT):
+        expected = [(line, n) for line, n in zip(lines, numbers) if start._each.match(line)]
+        kept, kept_numbers = start.pick(lines, numbers)
+        assert list(zip(kept, kept_numbers)) == expected
+
+
 # -- the fast path is taken: spies count the parses ---------------------------------------------
 
 
