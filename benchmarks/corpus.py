@@ -1,4 +1,5 @@
-"""Benchmark corpora: a seeded, realistic APM intake v2 body, and upstream's heavy.ndjson.
+"""Benchmark corpora: a seeded, realistic APM intake v2 body, upstream's heavy.ndjson,
+and junk bodies (an error-heavy corpus).
 
 ``realistic(size, seed)`` builds one metadata line followed by a mix of all
 event kinds the way a busy backend agent sends them: traces (a transaction and
@@ -16,6 +17,11 @@ Same seed and size, same bytes: generation uses only a private
 ``heavy(size)`` is the upstream benchmark payload (apm-server
 ``testdata/intake-v2/heavy.ndjson``, 1920 events, 399 KB): its metadata line
 once, then its event lines repeated until ``size`` bytes.
+
+``junk(lines, kind, seed)`` is a realistic metadata line, then ``lines`` lines
+of junk (blank lines, ``1``, ``[]``, ``"x"``, ``{}``, unparsable text...) of one
+kind or all mixed, with one valid realistic event every ``JUNK_EVENT_EVERY``
+lines: what a broken or hostile client may send, judged in lines per second.
 
 Run ``python -m benchmarks.corpus --check`` to validate a corpus line by line
 with ``jsonschema`` (Draft 7).
@@ -598,6 +604,58 @@ def heavy(size: int) -> bytes:
                 return b"\n".join(parts) + b"\n"
             parts.append(line)
             total += len(line) + 1
+
+
+#: The junk corpus's kinds of line: each is refused by APM Server (or skipped, if blank).
+JUNK_LINES = {
+    "blank": b"",
+    "crlf": b"\r",
+    "number": b"1",
+    "array": b"[]",
+    "string": b'"x"',
+    "empty-object": b"{}",
+    "unparsable": b"not json",
+    "cut-object": b'{"transaction": ',
+}
+#: A junk body has one valid event every this many lines.
+JUNK_EVENT_EVERY = 1000
+
+
+def junk(lines: int, kind: str = "mix", seed: int = DEFAULT_SEED) -> bytes:
+    """The realistic metadata line, then ``lines`` lines: junk of one kind of
+    :data:`JUNK_LINES` (``"mix"``: all kinds in a seeded random order), every
+    ``JUNK_EVENT_EVERY``-th of them a valid realistic event instead."""
+    if kind != "mix" and kind not in JUNK_LINES:
+        raise ValueError(f"unknown junk kind {kind!r}; known: mix, {', '.join(JUNK_LINES)}")
+    source = realistic_lines(seed)
+    parts = [next(source)]
+    rng = random.Random(seed)
+    choices = list(JUNK_LINES.values())
+    for number in range(1, lines + 1):
+        if number % JUNK_EVENT_EVERY == 0:
+            parts.append(next(source))
+        else:
+            parts.append(rng.choice(choices) if kind == "mix" else JUNK_LINES[kind])
+    return b"\n".join(parts) + b"\n"
+
+
+def junk_expected(body: bytes) -> tuple[int, int]:
+    """(events, refused lines) of a :func:`junk` body, by the corpus's own rules:
+    a line that parses to an object with one key of ``EVENT_KINDS`` is an event
+    (they are all valid); any other non-blank line is refused."""
+    events = refused = 0
+    for line in body.split(b"\n")[1:-1]:
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in EVENT_KINDS:
+            events += 1
+        else:
+            refused += 1
+    return events, refused
 
 
 def build(name: str, size: int, seed: int = DEFAULT_SEED) -> bytes:

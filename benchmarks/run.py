@@ -285,6 +285,62 @@ def bench_corpus(
     return {"info": info, "results": results}
 
 
+# -- junk: lines per second of an error-heavy body ----------------------------------
+
+
+def bench_junk(lines: int, repeat: int, seed: int, mismatches: list[str]) -> list[dict[str, Any]]:
+    """``ndintake.validate`` on identity junk bodies (``corpus.junk``), one per kind
+    of junk line and one mixing them all: lines per second. One warm-up run each,
+    then ``repeat`` interleaved rounds; median per body. Each result is checked
+    against the corpus's own count of events and refused lines."""
+    import ndintake
+
+    limits = ndintake.Limits(max_body_size=1 << 31)
+    kinds = [*corpora.JUNK_LINES, "mix"]
+    log(f"[junk] building {len(kinds)} bodies of {lines:,} lines")
+    bodies = {kind: corpora.junk(lines, kind, seed) for kind in kinds}
+    expected = {kind: corpora.junk_expected(body) for kind, body in bodies.items()}
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for round_no in range(repeat + 1):
+        log(f"[junk] {'warm-up' if round_no == 0 else f'round {round_no}/{repeat}'}")
+        shift = round_no % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            gc.collect()
+            start = time.perf_counter()
+            result = ndintake.validate(bodies[kind], limits=limits)
+            seconds = time.perf_counter() - start
+            if round_no:
+                times[kind].append(seconds)
+            if (result.accepted, result.invalid) != expected[kind]:
+                message = (
+                    f"[junk] {kind}: accepted {result.accepted}, invalid {result.invalid}; "
+                    f"expected {expected[kind][0]} and {expected[kind][1]}"
+                )
+                if message not in mismatches:
+                    mismatches.append(message)
+                    log("!" * 78 + f"\n!!! DISAGREEMENT: {message}\n" + "!" * 78)
+    results = []
+    for kind in kinds:
+        median = statistics.median(times[kind])
+        q1, _, q3 = statistics.quantiles(times[kind], n=4) if len(times[kind]) > 1 else (median, 0, median)
+        results.append(
+            {
+                "kind": kind,
+                "line": corpora.JUNK_LINES.get(kind, b"").decode() if kind != "mix" else None,
+                "lines": lines,
+                "bytes": len(bodies[kind]),
+                "events": expected[kind][0],
+                "refused": expected[kind][1],
+                "times_s": [round(t, 6) for t in times[kind]],
+                "median_s": round(median, 6),
+                "iqr": round((q3 - q1) / median, 4),
+                "lines_s": round(lines / median),
+                "mb_s": round(len(bodies[kind]) / median / 1e6, 3),
+            }
+        )
+    return results
+
+
 # -- RSS and import time (fresh subprocesses) ------------------------------------
 
 
@@ -466,6 +522,22 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{_mb(info['slice_bytes'])} ({info['slice_events']:,} events); its rates are per byte "
                 f"and per event of that slice (the whole corpus would take ~{estimate} s)."
             )
+    if report.get("junk"):
+        junk = report["junk"]
+        out.append("")
+        out.append(
+            f"corpus junk: ndintake.validate on identity bodies of a metadata line then {junk[0]['lines']:,} "
+            f"lines, one valid event every {corpora.JUNK_EVENT_EVERY}"
+        )
+        header = f"  {'junk line':<30} {'body':>9} {'lines/s':>12} {'MB/s':>8} {'median s':>9} {'IQR':>6} {'refused':>10}"
+        out.append(header)
+        out.append("  " + "-" * (len(header) - 2))
+        for r in junk:
+            name = r["kind"] if r["line"] is None else f"{r['kind']} {r['line']!r}"
+            out.append(
+                f"  {name:<30} {_mb(r['bytes']):>9} {r['lines_s']:>12,} {_rate(r['mb_s']):>8} {r['median_s']:>9.3f} "
+                f"{r['iqr']:>6.0%} {r['refused']:>10,}"
+            )
     if report.get("rss"):
         out.append("")
         out.append(
@@ -605,7 +677,9 @@ def run(
     cpu_start = cpu_snapshot()
     size = int((size_mb if size_mb is not None else (4 if quick else 16)) * 1e6)
     repeat = repeat if repeat is not None else (5 if quick else 9)
-    names = [corpus] if corpus and corpus != "all" else (["realistic"] if quick else ["realistic", "heavy"])
+    names = [corpus] if corpus and corpus != "all" else (["realistic"] if quick else ["realistic", "heavy", "junk"])
+    junk_only = names == ["junk"]
+    junk_lines = 250_000 if quick else 1_000_000
     slice_size = 256_000 if quick else 512_000
     rss_plan = (
         [(10, "identity"), (50, "identity")]
@@ -619,6 +693,7 @@ def run(
             "size_bytes": size,
             "repeat": repeat,
             "corpora": names,
+            "junk_lines": junk_lines if "junk" in names else None,
             "seed": seed,
             "slice_bytes": slice_size,
             "chunk_bytes": 64 * 1024,
@@ -628,18 +703,23 @@ def run(
         "corpora": {},
         "mismatches": [],
     }
-    log("[check] schema-checking a 256 KB realistic corpus with jsonschema (check_corpus)")
-    report["corpus_check"] = corpora.check_corpus(size=256 * 1024, seed=seed)
+    if not junk_only:
+        log("[check] schema-checking a 256 KB realistic corpus with jsonschema (check_corpus)")
+        report["corpus_check"] = corpora.check_corpus(size=256 * 1024, seed=seed)
     for name in names:
-        report["corpora"][name] = bench_corpus(name, size, repeat, slice_size, seed, report["mismatches"])
-    report["rss"] = rss_runs(rss_plan, seed)
-    for r in report["rss"]:
-        if "error" not in r and (r["accepted"] != r["expected"] or r["status"] != 202):
-            report["mismatches"].append(
-                f"[rss] {r['body_mb']} MB {r['codec']}: accepted {r['accepted']} "
-                f"(expected {r['expected']}), status {r['status']}"
-            )
-    report["import"] = import_time(3 if quick else 5, seed)
+        if name != "junk":
+            report["corpora"][name] = bench_corpus(name, size, repeat, slice_size, seed, report["mismatches"])
+    if "junk" in names:
+        report["junk"] = bench_junk(junk_lines, repeat, seed, report["mismatches"])
+    if not junk_only:
+        report["rss"] = rss_runs(rss_plan, seed)
+        for r in report["rss"]:
+            if "error" not in r and (r["accepted"] != r["expected"] or r["status"] != 202):
+                report["mismatches"].append(
+                    f"[rss] {r['body_mb']} MB {r['codec']}: accepted {r['accepted']} "
+                    f"(expected {r['expected']}), status {r['status']}"
+                )
+        report["import"] = import_time(3 if quick else 5, seed)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["contention"] = cpu_contention(cpu_start, cpu_snapshot())
     report["wall_s"] = round(time.perf_counter() - started, 1)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import TYPE_CHECKING, Any
+from bisect import bisect_left
+from itertools import compress
+from operator import not_
+from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import BLANK_BYTES, LineSplitter
+from ._lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
 from ._rumv3 import METADATA, expand
 from ._schemas import Validator, lines_accept
 
@@ -23,6 +26,17 @@ _JSONDecodeError = orjson.JSONDecodeError
 _QUOTE = re.compile(rb"[\"']")
 _TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
 _BAD_UTF8 = ("str is not valid UTF-8",)
+#: The start of a line that may be an event: "{" after blanks, then a quote
+#: before the line ends (a key is a double-quoted string). Any other line never
+#: parses to an object with a key, strict or not: orjson skips only JSON
+#: whitespace before a value and refuses a BOM, and parse_line's salvage only
+#: cuts a line's end. So it is blank or refused. (\f and \v count as blanks
+#: here only to keep the class simple: such lines are tried needlessly.)
+_MAYBE_EVENT = LineStart(rb'[ \t\r\f\v]*\{[^\n"]*"')
+#: Past the fifth error, refused lines up to this size are remembered (at most
+#: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.
+_REFUSED_SIZE = 64
+_REFUSED_COUNT = 256
 
 
 def text(line: bytes) -> str:
@@ -88,6 +102,10 @@ class EnvelopeReader:
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
         self._batching = self._lines_accept is not None
+        self._junk = False  # the last piece had a line that is not a valid one-key event
+        self._refused: set[bytes] = set()  # short lines refused past the fifth error
+        self._resift = False  # set by _reject at the fifth kept error
+        self._remembered: bytes | None = None  # set by _reject: the line it just remembered
 
     def feed(self, piece: bytes) -> None:
         lines = self._lines.split(piece)
@@ -114,10 +132,51 @@ class EnvelopeReader:
             self._line_no += 1
             self._take_metadata(lines[0])
             lines = lines[1:]
-        if lines and not (self._batching and self._take_batch(lines)):
-            self._take_each(lines)
+        if not lines:
+            return
+        numbers = range(self._line_no + 1, self._line_no + 1 + len(lines))
+        self._line_no += len(lines)
+        self._take_numbered(lines, numbers)
 
-    def _take_batch(self, lines: list[bytes]) -> bool:
+    def _take_numbered(self, lines: list[bytes], numbers: Sequence[int]) -> None:
+        """Lines with their line numbers: sifted once five errors are kept and the
+        last piece had junk; then as a batch if the last piece was clean, else
+        one by one, until a line changes what the sift would take out (the rest
+        is then sifted again)."""
+        while lines:
+            sifted = False
+            if self._junk and not self._stream.explaining:
+                kept, numbers = self._sift(lines, numbers)
+                sifted, lines = len(kept) < len(lines), kept
+            taken = len(lines)
+            if lines and not (self._batching and self._take_batch(lines, numbers)):
+                taken = self._take_each(lines, numbers)
+            if sifted:
+                self._junk = True  # sift the next piece too
+            lines, numbers = lines[taken:], numbers[taken:]
+
+    def _sift(self, lines: list[bytes], numbers: Sequence[int]) -> tuple[list[bytes], list[int]]:
+        """The junk fast path, once five errors are kept: a refused line then
+        only counts as invalid (no message, document or line number is kept), so
+        the lines that cannot be events are counted here, unparsed, and the
+        others returned with their line numbers. Cannot be an event: a line
+        whose first non-blank byte is not "{" or that has no quote (it parses to
+        no object, or to one with no key, or fails: refused, strict or not, as
+        ``_take_each`` would), and a line this reader refused before past the
+        fifth error (the same bytes get the same decision). Blank lines are
+        skipped, as ``_take_each`` does. Only tried after a piece with junk."""
+        total = len(lines)
+        if self._refused:  # remembered lines: one hash each, in C
+            fresh = list(map(not_, map(self._refused.__contains__, lines)))
+            lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
+        kept, kept_numbers = _MAYBE_EVENT.pick(lines, numbers)
+        blank = count_blank(lines)
+        if max(map(len, lines), default=0) >= self._max:  # an oversized blank line is refused, not skipped
+            blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
+        self._stream.count_refused(total - blank - len(kept))
+        return kept, kept_numbers
+
+    def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
         """The hot path: parse and check every line at once. Takes them all and
         returns True when each is a valid event alone under a known key; else
         takes none and returns False."""
@@ -132,63 +191,67 @@ class EnvelopeReader:
         stream = self._stream
         out = stream.out
         table = self._table
-        line_no = self._line_no
-        self._line_no += len(lines)
-        for obj, line in zip(objs, lines):
-            line_no += 1
+        for obj, line, line_no in zip(objs, lines, numbers):
             key, value = obj.popitem()  # its only key
             kind, _, special, abbreviated = table[key]
             if special is None:
                 out.append(Event(kind, value, line, line_no, abbreviated))
             else:
                 stream.dropped += special(value, line, line_no, out)
+        self._junk = False
         return True
 
-    def _take_each(self, lines: list[bytes]) -> None:
+    def _take_each(self, lines: list[bytes], numbers: Sequence[int]) -> int:
         """Line by line: the path of pieces with a blank, oversized, broken or
         invalid line. The next piece is tried as a batch again only if every
-        line of this one would have passed."""
+        line of this one would have passed. Returns how many lines it took: it
+        stops after a refused line that changes what ``_sift`` would take out."""
         stream = self._stream
         max_size = self._max
         table = self._table
         out = stream.out
-        line_no = self._line_no
         clean = True
+        taken = len(lines)
         try:
-            for line in lines:
-                line_no += 1
+            for line_no, line in zip(numbers, lines):
                 if len(line) >= max_size:
-                    stream.reject(line[:max_size], "event exceeded the permitted size", line_no)
+                    self._reject(line[:max_size], "event exceeded the permitted size", line_no)
+                    clean = False
+                elif not line or (line[0] in BLANK_BYTES and not line.strip()):
                     clean = False
                     continue
-                if not line or (line[0] in BLANK_BYTES and not line.strip()):
+                else:
+                    try:
+                        obj = _loads(line)
+                    except _JSONDecodeError:
+                        obj = None
+                    if type(obj) is dict:
+                        for key in obj:  # the first key: the event type
+                            break
+                        else:
+                            key = None
+                        entry = table.get(key)
+                        if entry is not None:
+                            kind, accept, special, abbreviated = entry
+                            value = obj[key]
+                            if type(value) is dict and accept(value):
+                                if special is None:
+                                    out.append(Event(kind, value, line, line_no, abbreviated))
+                                else:
+                                    stream.dropped += special(value, line, line_no, out)
+                                clean = clean and len(obj) == 1
+                                continue
                     clean = False
-                    continue
-                try:
-                    obj = _loads(line)
-                except _JSONDecodeError:
-                    obj = None
-                if type(obj) is dict:
-                    for key in obj:  # the first key: the event type
+                    self._take_event(line, line_no)
+                if self._resift or self._remembered is not None:
+                    stop = self._stop_after(lines, numbers, line_no)
+                    if stop:
+                        taken = stop
                         break
-                    else:
-                        key = None
-                    entry = table.get(key)
-                    if entry is not None:
-                        kind, accept, special, abbreviated = entry
-                        value = obj[key]
-                        if type(value) is dict and accept(value):
-                            if special is None:
-                                out.append(Event(kind, value, line, line_no, abbreviated))
-                            else:
-                                stream.dropped += special(value, line, line_no, out)
-                            clean = clean and len(obj) == 1
-                            continue
-                clean = False
-                self._take_event(line, line_no)
         finally:
-            self._line_no = line_no
+            self._junk = not clean
             self._batching = clean and self._lines_accept is not None
+        return taken
 
     def _take_metadata(self, line: bytes) -> None:
         line_no = self._line_no
@@ -213,22 +276,47 @@ class EnvelopeReader:
         try:
             key, value = self._parse(line, self._event_keys)
         except _BadLine as exc:
-            stream.reject(line, str(exc), line_no)
+            self._reject(line, str(exc), line_no)
             return
         except KeyError as exc:
-            stream.reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no)
+            self._reject(line, f'did not recognize object type: "{exc.args[0]}"', line_no)
             return
         validator = self._event_keys[key]
         if type(value) is not dict or not validator.accept()(value):
             message = validator.refusal(value, explain=stream.explaining)
             if message is not None:
-                stream.reject(line, message, line_no)
+                self._reject(line, message, line_no)
                 return
         special = self._profile.special.get(key)
         if special is not None:
             stream.dropped += special(value, line, line_no, stream.out)
         else:
             stream.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
+
+    def _reject(self, line: bytes, message: str, line_no: int) -> None:
+        """Refuse a line. Past the fifth error, where every decision is made
+        with ``explain=False`` and so depends on the line's bytes alone (for
+        this reader: its profile, limits and strictness), a short one is
+        remembered for ``_sift``. Notes the fifth kept error (``_resift``) and
+        the line remembered (``_remembered``) for ``_stop_after``."""
+        stream = self._stream
+        explaining = stream.explaining
+        stream.reject(line, message, line_no)
+        if explaining:
+            self._resift = not stream.explaining
+        elif len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
+            self._refused.add(line)
+            self._remembered = line
+
+    def _stop_after(self, lines: list[bytes], numbers: Sequence[int], line_no: int) -> int:
+        """After a refused line: 0 for ``_take_each`` to go on, else how many
+        lines it took, to sift the rest again: at the fifth kept error, or when
+        the line just remembered comes again in the piece (at most
+        ``_REFUSED_COUNT`` times per body, so the scans stay bounded)."""
+        taken = bisect_left(numbers, line_no) + 1
+        stop = self._resift or self._remembered in lines[taken:]
+        self._resift, self._remembered = False, None
+        return taken if stop else 0
 
     def _parse(self, line: bytes, known: dict[str, Validator]) -> tuple[str, Any]:
         """The line's type key and the value under it.

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import orjson
 
 from ._envelope import parse_line
 from ._errors import DecodeError, EventError, Fatal
 from ._event import Event
-from ._lines import BLANK, BLANK_BYTES, LineSplitter
+from ._lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
 
 if TYPE_CHECKING:
     from ._profiles import Profile
     from ._stream import IntakeStream
+
+#: The start of an NDJSON line that may be an object: "{" after blanks. Any other
+#: line parses to no object, or not at all (see _envelope._MAYBE_EVENT): it is
+#: blank or refused. (\f and \v count as blanks here: such lines are tried needlessly.)
+_MAYBE_OBJECT = LineStart(rb"[ \t\r\f\v]*\{")
+Sift = Callable[[list[bytes], Sequence[int]], tuple[list[bytes], Sequence[int]]]
+
 
 class JsonItems:
     """Push decoded bytes in; items come out one at a time, as raw bytes.
@@ -31,8 +38,11 @@ class JsonItems:
     comma, junk after the closing bracket, a truncated body) ends the request.
     """
 
-    def __init__(self, max_item: int, take: Callable[[bytes, int, bool], None]) -> None:
+    def __init__(
+        self, max_item: int, take: Callable[[bytes, int, bool], None], sift: Sift | None = None
+    ) -> None:
         self._take = take  # (raw, line_no, from_lines)
+        self._sift = sift  # (lines, line numbers) -> the lines left to take, with their numbers
         self._lines = LineSplitter(max_item)
         self._values: _Values | None = None
         self._head: list[bytes] = []  # body bytes held until the form is known
@@ -46,9 +56,13 @@ class JsonItems:
         if not self._form:
             piece = self._decide(piece, final=False)
         if self._form == "lines":
-            for line in self._lines.split(piece):
-                self._line_no += 1
-                self._take(line, self._line_no, True)
+            lines = self._lines.split(piece)
+            numbers: Sequence[int] = range(self._line_no + 1, self._line_no + 1 + len(lines))
+            self._line_no += len(lines)
+            if self._sift is not None and lines:
+                lines, numbers = self._sift(lines, numbers)
+            for line, line_no in zip(lines, numbers):
+                self._take(line, line_no, True)
         elif self._values is not None and piece:
             self._values.feed(piece)
 
@@ -257,8 +271,9 @@ class ItemReader:
         self._validator = profile.item
         self._accept = profile.item.accept()
         self._max = stream.limits.max_event_size
-        self._items = JsonItems(self._max, self._take_raw)
+        self._items = JsonItems(self._max, self._take_raw, self._sift)
         self._index = 0  # 0-based index of the next item
+        self._junk = False  # an item was refused since the last sift that found no junk
 
     def feed(self, piece: bytes) -> None:
         self._items.feed(piece)
@@ -269,6 +284,23 @@ class ItemReader:
     def stream_error(self, exc: DecodeError) -> EventError:
         """A read error mid-body: the body is malformed (400)."""
         return EventError(message=f"cannot read body after item {self._index}: {exc}", status=400, fatal=True)
+
+    def _sift(self, lines: list[bytes], numbers: Sequence[int]) -> tuple[list[bytes], Sequence[int]]:
+        """The junk fast path of NDJSON bodies, once five errors are kept: a
+        refused item then only counts (its message, with its index, is not
+        kept), so a line whose first non-blank byte is not "{" (it parses to no
+        object, or fails: refused, strict or not, as ``_take_raw`` would) is
+        counted here unparsed; blank lines are skipped, as ``_take_raw`` does,
+        oversized or not. The index moves on by the refused count, so it is
+        exact again after each piece. Only tried after a piece with junk."""
+        if not self._junk or self._stream.explaining:
+            return lines, numbers
+        kept, kept_numbers = _MAYBE_OBJECT.pick(lines, numbers)
+        refused = len(lines) - count_blank(lines) - len(kept)
+        self._stream.count_refused(refused)
+        self._index += refused
+        self._junk = refused > 0
+        return kept, kept_numbers
 
     def _take_raw(self, raw: bytes, line_no: int, from_lines: bool) -> None:
         """One item's bytes: an NDJSON line, an array element or a document."""
@@ -295,3 +327,4 @@ class ItemReader:
     def _reject(self, raw: bytes, message: str, line_no: int) -> None:
         self._stream.reject(raw, f"item {self._index}: {message}", line_no or None)
         self._index += 1
+        self._junk = True

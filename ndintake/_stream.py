@@ -199,6 +199,10 @@ class IntakeStream:
         if len(self._errors) < MAX_EVENT_ERRORS:
             self._errors.append(EventError(message=message, document=text(document), line=line))
 
+    def count_refused(self, count: int) -> None:
+        """Count ``count`` bad lines past the fifth kept error (no message to keep)."""
+        self._invalid += count
+
     # -- internals -------------------------------------------------------
 
     def _make_result(self, final_events: list[Event]) -> IntakeResult:

@@ -85,7 +85,7 @@ def line_by_line(monkeypatch: pytest.MonkeyPatch):
 
     def run(body: bytes, chunk: int):
         with monkeypatch.context() as patch:
-            patch.setattr(EnvelopeReader, "_take_batch", lambda self, lines: False)
+            patch.setattr(EnvelopeReader, "_take_batch", lambda self, lines, numbers: False)
             return _run(body, chunk)
 
     return run
@@ -116,7 +116,7 @@ def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatc
     compile the schemas twice)."""
     taken = []
     original = EnvelopeReader._take_batch
-    monkeypatch.setattr(EnvelopeReader, "_take_batch", lambda self, lines: taken.append(original(self, lines)) or taken[-1])
+    monkeypatch.setattr(EnvelopeReader, "_take_batch", lambda self, lines, numbers: taken.append(original(self, lines, numbers)) or taken[-1])
     body = (DATA / "intake-v2" / "events.ndjson").read_bytes()
     assert ndintake.validate(body).status == 202
     if ndintake.backend() == "jsonschema-rs":
