@@ -97,8 +97,8 @@ def batched(monkeypatch: pytest.MonkeyPatch):
     taken: list[bool] = []
     original = EnvelopeReader._take_batch
 
-    def take_batch(self, lines):
-        taken.append(original(self, lines))
+    def take_batch(self, lines, numbers):
+        taken.append(original(self, lines, numbers))
         return taken[-1]
 
     def run(body: bytes, chunk: int):
