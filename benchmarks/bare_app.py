@@ -5,11 +5,10 @@ body to the end, throws it away and answers ``202`` with no body (``GET /``
 answers ``200 {}``). Nothing is decoded or validated, so its requests/s and
 MB/s are what uvicorn, the event loop and the loopback socket cost alone.
 
-The uvicorn configuration is the one ``ndintake serve`` builds (``ndintake/_serve.py``):
-``uvicorn.Config(app, lifespan="on", log_level=..., timeout_graceful_shutdown=...)``
-run on a socket bound and listened on beforehand with the same backlog, so
-``http`` and ``loop`` are uvicorn's ``auto`` choice (httptools and uvloop when
-installed). ``--workers N`` forks N processes that share the one listening socket.
+The uvicorn configuration is the one ``ndintake serve`` builds, from its own
+pieces (``ndintake/_serve.py``: the listening socket, the HTTP protocol with its
+header timeout and connection cap on httptools, uvloop where installed).
+``--workers N`` forks N processes that share the one listening socket.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -54,21 +52,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    # as ndintake/_serve.py does
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    """uvicorn re-raises the signal it stopped on; the shutdown was graceful by then."""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bare_app", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -80,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    sock = _listen(args.host, args.port)
+    from ndintake._serve import (
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_MAX_CONNECTIONS,
+        event_loop,
+        http_protocol,
+        ignore_signal,
+        listen,
+    )
+
+    sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     print(f"bare_app: listening on http://{host}:{port}", file=sys.stderr, flush=True)
     children: list[int] = []
@@ -91,9 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             break
         children.append(pid)
     config = uvicorn.Config(
-        app, lifespan="on", log_level=args.log_level, timeout_graceful_shutdown=max(1, round(args.grace))
+        app,
+        lifespan="on",
+        log_level=args.log_level,
+        timeout_graceful_shutdown=max(1, round(args.grace)),
+        http=http_protocol(DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS),
+        loop=event_loop(),
     )
-    previous = {signum: signal.signal(signum, _ignore) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -114,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, inheritable by forked workers."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -151,7 +152,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"ndintake serve: {exc}", file=sys.stderr)
         return 2
     try:
-        sock = _listen(args.host, args.port)
+        sock = listen(args.host, args.port)
     except OSError as exc:
         print(f"ndintake serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -196,10 +197,10 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         log_level=args.log_level,
         log_config=_log_config(),
         timeout_graceful_shutdown=max(1, round(args.grace)),
-        http=_protocol(args.header_timeout, args.max_connections),
-        loop=_loop(),
+        http=http_protocol(args.header_timeout, args.max_connections),
+        loop=event_loop(),
     )
-    previous = {signum: signal.signal(signum, _ignore) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -217,12 +218,13 @@ def _close(sink: Any) -> None:
         close()
 
 
-def _ignore(signum: int, frame: Any) -> None:
+def ignore_signal(signum: int, frame: Any) -> None:
     """uvicorn re-raises the signal it stopped on once it is done; by then
     the shutdown was graceful, so the signal is ignored here."""
 
 
-def _loop() -> str:
+def event_loop() -> str:
+    """uvicorn's ``loop`` setting: uvloop where installed."""
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -274,7 +276,7 @@ class DescriptorExhaustion(logging.Filter):
         return True
 
 
-def _protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
+def http_protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools where installed, else h11) with a
     header read timeout and a cap on open connections."""
     base: type[Any]
