@@ -35,7 +35,8 @@ class ServeProcess:
         )
         self.stderr: queue.Queue[str] = queue.Queue()
         self.lines: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumping = threading.Thread(target=self._pump, daemon=True)
+        self._pumping.start()
         line = self._next_line(15)
         assert "listening on http://" in line, line
         self.url = line.split("listening on ", 1)[1].split(" ", 1)[0]
@@ -62,6 +63,7 @@ class ServeProcess:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+            self._pumping.join(10)  # the last lines (worker processes may write after the supervisor exits)
             while not self.stderr.empty():
                 self.lines.append(self.stderr.get_nowait())
 
