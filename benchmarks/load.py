@@ -60,7 +60,7 @@ from .competitors import LEVELS
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SIZES = {"1mb": 1_000_000, "50kb": 50_000}
-SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl", "redis", "redis-w2", "nats", "nats-w2")
+SERVERS = ("bare", "bare-w2", "null", "null-w2", "jsonl", "redis", "redis-w2", "nats", "nats-w2", "kafka", "kafka-w2")
 DEFAULT_SERVERS = ("bare", "bare-w2", "null", "null-w2")  # the -w2 rows only when serve has --workers
 REFUSALS = (503, 429)
 PROBE_EVERY = 0.2
@@ -1023,7 +1023,7 @@ def server_rows(
         if name == "jsonl":
             jsonl_path = workdir / "events.jsonl"
             sink = f"jsonl:{jsonl_path}"
-        elif name.startswith(("redis", "nats")):
+        elif name.startswith(("redis", "nats", "kafka")):
             sink = broker_sink(name.partition("-")[0])
         argv = [*base, "--sink", sink, *(["--workers", str(workers)] if has_workers else []), *extra]
         server = Server(name, argv, workdir)
@@ -1035,8 +1035,18 @@ def server_rows(
 def broker_sink(broker: str) -> str:
     """A ``--sink`` into the machine's Redis or NATS, on a stream of this run's own,
     capped (Redis ``maxlen``; a JetStream stream made beforehand with ``max_bytes``
-    and ``discard: old``) and deleted when the run ends."""
+    and ``discard: old``) and deleted when the run ends; or into a Kafka-protocol
+    broker started for the run (librdkafka's mock cluster, ``tests/kafka_broker.py``:
+    three brokers in memory, a 6-partition topic), stopped when the run ends."""
     name = f"ndintake_load_{os.getpid()}"
+    if broker == "kafka":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from kafka_broker import KafkaBroker
+
+        cluster = KafkaBroker(3)
+        atexit.register(cluster.stop)
+        cluster.create_topic(name, 6)
+        return f"kafka://{cluster.first}?topic={name}"
     if broker == "redis":
         import redis
 
