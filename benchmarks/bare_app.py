@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8201)
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the socket (default 1)")
     parser.add_argument("--grace", type=float, default=10.0)
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=max(1, round(args.grace)),
         http=http_protocol(DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS),
-        loop=event_loop(),
+        loop=event_loop(args.loop),
     )
     previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:

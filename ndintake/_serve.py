@@ -111,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="on SIGINT/SIGTERM, wait this long for requests in flight (default 10 s)",
     )
+    parser.add_argument(
+        "--loop",
+        default="asyncio",
+        choices=["asyncio", "uvloop"],
+        help="event loop (default asyncio: under overload uvloop left connections waiting in the accept "
+        "queue for seconds; see README)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -198,7 +205,7 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         log_config=_log_config(),
         timeout_graceful_shutdown=max(1, round(args.grace)),
         http=http_protocol(args.header_timeout, args.max_connections),
-        loop=event_loop(),
+        loop=event_loop(args.loop),
     )
     previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -223,13 +230,15 @@ def ignore_signal(signum: int, frame: Any) -> None:
     the shutdown was graceful, so the signal is ignored here."""
 
 
-def event_loop() -> str:
-    """uvicorn's ``loop`` setting: uvloop where installed."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
+def event_loop(wanted: str = "asyncio") -> str:
+    """uvicorn's ``loop`` setting: ``wanted``, or asyncio when uvloop is asked
+    for and not installed."""
+    if wanted == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "asyncio"
+    return wanted
 
 
 def _log_config() -> dict[str, Any]:
