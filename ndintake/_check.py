@@ -87,9 +87,14 @@ def choose_encoding(option: str, name: str, head: bytes) -> tuple[str | None, st
     return seen, f"{name}: named {suffix} but the bytes look like {_LOOKS[seen]}: read as {seen}"
 
 
-def hints(result: IntakeResult, encoding: str | None, head: bytes, profile: str) -> list[str]:
+def hints(result: IntakeResult, encoding: str | None, head: bytes, profile: str, limits: Limits) -> list[str]:
     """What probably went wrong, for standard error."""
     out = []
+    if result.status == 413:
+        out.append(
+            f"the body decodes to more than {limits.max_body_size} bytes, the request limit; "
+            "--max-body-size N checks a larger capture"
+        )
     seen = looks_like(head)
     fatal = result.fatal.message if result.fatal is not None else ""
     if encoding is not None and "," not in encoding:
@@ -199,7 +204,7 @@ def check_one(name: str, file: BinaryIO, total: int | None, args: argparse.Names
         result = stream.close()
     finally:
         progress.clear()
-    for hint in hints(result, encoding, head, args.profile):
+    for hint in hints(result, encoding, head, args.profile, limits):
         warn(f"{name}: hint: {hint}")
     return result
 

@@ -366,7 +366,10 @@ def test_progress_is_cleared_when_the_check_stops_at_413():
     assert done.returncode == 1
     assert json.loads(done.stdout)["status"] == 413
     err = done.stderr.decode()
-    assert "decoded" in err and err.endswith("\r\x1b[K") and "Traceback" not in err
+    assert "decoded" in err and "Traceback" not in err
+    progress, hint = err.rsplit("\r\x1b[K", 1)  # the progress line is cleared before the hint
+    assert hint == "ndintake check: -: hint: the body decodes to more than 100000 bytes, the request limit; " \
+        "--max-body-size N checks a larger capture\n"
 
 
 def test_no_progress_without_a_terminal(tmp_path):
