@@ -39,3 +39,29 @@ def test_the_api_reference_builds(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "api" / "ndintake.html").is_file()
     assert (tmp_path / "api" / "ndintake" / "server.html").is_file()
+
+
+def test_readme_says_exactly_which_api_key_credentials_work():
+    # README, Hooks: what `--api-key K` accepts on the APM routes and on prodlytics (status 0: let through)
+    import base64
+
+    from ndintake.server import Authenticator
+
+    def apm(key: str, credential: str) -> tuple[int, str]:
+        outcome = Authenticator(api_keys=[key]).check_apm({"authorization": f"ApiKey {credential}"})
+        return outcome.status, outcome.message
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    assert apm("id:key", b64("id:key"))[0] == 0  # a key written as id:key, sent encoded
+    assert apm(b64("id:key"), b64("id:key"))[0] == 0  # a key given encoded, sent as it is
+    status, message = apm("id:key", "id:key")  # unencoded: refused
+    assert status == 401 and "improperly encoded ApiKey credentials" in message
+    status, message = apm("plainkey", b64("plainkey"))  # no colon: refused, raw or encoded
+    assert status == 401 and "improperly formatted ApiKey credentials" in message
+    assert apm("plainkey", "plainkey")[0] == 401
+    datadog = Authenticator(api_keys=["plainkey"]).check_datadog({"dd-api-key": "plainkey"})
+    assert datadog.ok
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "A key with no colon, sent raw or encoded, gets 401 there" in readme
