@@ -107,6 +107,8 @@ def hints(result: IntakeResult, encoding: str | None, head: bytes, profile: str,
         elif coding != "identity" and seen not in (coding, "empty") and (fatal.startswith("data decoding error")
                                                                           or "cannot handle stream" in fatal):
             out.append(f"expected {coding} data, but the bytes look like {_LOOKS[seen]}: try --encoding auto")
+    if encoding is None and seen == "unknown" and not result.ok:
+        out.append(f"the bytes look like {_LOOKS[seen]}: if the body is br-compressed, use --encoding br")
     if profile != "prodlytics" and "metadata" in fatal and _looks_like_prodlytics(head, encoding):
         out.append("this looks like a Datadog body (no metadata line): try --profile prodlytics")
     return out

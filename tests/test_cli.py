@@ -108,13 +108,15 @@ def test_the_suffix_names_the_coding(tmp_path, capsysbinary, suffix, compress):
     assert check(capsysbinary, str(path)) == (0, [{"status": 202, "accepted": 4, "errors": []}])
 
 
-def test_a_br_body_without_suffix_is_not_sniffed(tmp_path, capsysbinary):
+def test_a_br_body_without_suffix_is_not_sniffed(tmp_path, capsys):
     # br has no magic bytes: without its suffix or --encoding the body is taken as is
     path = tmp_path / "body.bin"
     path.write_bytes(brotli.compress(EXAMPLE.read_bytes()))
-    status, [line] = check(capsysbinary, str(path))
+    status, [line], err = check_err(capsys, str(path))
     assert (status, line["status"]) == (1, 400)
-    assert check(capsysbinary, "--encoding", "br", str(path)) == (0, [{"status": 202, "accepted": 4, "errors": []}])
+    assert "hint: the bytes look like neither JSON nor gzip, zlib or zstd data (br has no magic bytes): " \
+        "if the body is br-compressed, use --encoding br" in err
+    assert check_err(capsys, "--encoding", "br", str(path))[:2] == (0, [{"status": 202, "accepted": 4, "errors": []}])
 
 
 def test_encoding_overrides_the_suffix(tmp_path, capsys):
