@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import brotli
 import pytest
 import zstandard
 
+import ndintake
 from ndintake import _cliargs, cli
 from conftest import errors_body
 
@@ -25,6 +27,25 @@ def check(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, 
     status = cli.main(["check", *argv])
     out = capsysbinary.readouterr().out
     return status, [json.loads(line) for line in out.splitlines()]
+
+
+def check_err(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict], str]:
+    """``check`` with standard error too (text capture: the JSON lines are ASCII)."""
+    status = cli.main(["check", *argv])
+    captured = capsys.readouterr()
+    return status, [json.loads(line) for line in captured.out.splitlines()], captured.err
+
+
+def run_cli(*argv: str, input: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The real entry point in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ndintake", *argv],
+        input=input,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def prodlytics_item(size: int) -> bytes:
@@ -87,21 +108,24 @@ def test_the_suffix_names_the_coding(tmp_path, capsysbinary, suffix, compress):
     assert check(capsysbinary, str(path)) == (0, [{"status": 202, "accepted": 4, "errors": []}])
 
 
-def test_a_br_body_without_suffix_is_not_sniffed(tmp_path, capsysbinary):
+def test_a_br_body_without_suffix_is_not_sniffed(tmp_path, capsys):
     # br has no magic bytes: without its suffix or --encoding the body is taken as is
     path = tmp_path / "body.bin"
     path.write_bytes(brotli.compress(EXAMPLE.read_bytes()))
-    status, [line] = check(capsysbinary, str(path))
+    status, [line], err = check_err(capsys, str(path))
     assert (status, line["status"]) == (1, 400)
-    assert check(capsysbinary, "--encoding", "br", str(path)) == (0, [{"status": 202, "accepted": 4, "errors": []}])
+    assert "hint: the bytes look like neither JSON nor gzip, zlib or zstd data (br has no magic bytes): " \
+        "if the body is br-compressed, use --encoding br" in err
+    assert check_err(capsys, "--encoding", "br", str(path))[:2] == (0, [{"status": 202, "accepted": 4, "errors": []}])
 
 
-def test_encoding_overrides_the_suffix(tmp_path, capsysbinary):
+def test_encoding_overrides_the_suffix(tmp_path, capsys):
     path = tmp_path / "body.gz"
     path.write_bytes(EXAMPLE.read_bytes())  # not gzip at all
-    status, [line] = check(capsysbinary, str(path))
+    status, [line], err = check_err(capsys, "--encoding", "gzip", str(path))
     assert (status, line["status"], line["errors"][0]["message"]) == (1, 400, "data decoding error: gzip: invalid header")
-    assert check(capsysbinary, "--encoding", "identity", str(path))[0] == 0
+    assert f"ndintake check: {path}: hint: expected gzip data, but the bytes look like plain JSON: try --encoding auto" in err
+    assert check_err(capsys, "--encoding", "identity", str(path))[0] == 0
 
 
 def test_encoding_takes_a_comma_list(tmp_path, capsysbinary):
@@ -169,14 +193,192 @@ def test_bad_options_exit_2_with_a_message(capsys, argv, message):
     assert "ndintake check: error: " + message in err
 
 
-def test_no_file_and_a_missing_file_exit_2(tmp_path, capsys):
+# -- several files, unreadable files, usage errors, pipes -----------------------
+
+
+def test_a_missing_file_and_a_directory_get_their_own_lines_and_the_check_goes_on(tmp_path, capsys):
+    missing = tmp_path / "nope.ndjson"
+    status, lines, err = check_err(capsys, str(missing), str(EXAMPLE), str(tmp_path))
+    assert status == 1
+    assert lines == [
+        {"file": str(missing), "error": f"cannot read {missing}: No such file or directory"},
+        {"file": str(EXAMPLE), "status": 202, "accepted": 4, "errors": []},
+        {"file": str(tmp_path), "error": f"cannot read {tmp_path}: Is a directory"},
+        {"total": {"files": 3, "status": 202, "accepted": 4, "errors": 0, "unreadable": 2}},
+    ]
+    assert f"ndintake check: cannot read {missing}: No such file or directory" in err
+    assert "Traceback" not in err
+
+
+def test_one_missing_file_exits_1_with_an_error_line(tmp_path, capsys):
+    missing = tmp_path / "nope.ndjson"
+    status, lines, _ = check_err(capsys, str(missing))
+    assert (status, lines) == (1, [{"error": f"cannot read {missing}: No such file or directory"}])
+
+
+def test_usage_errors_print_checks_usage_and_exit_2(capsys):
+    for argv in (["check"], ["check", "-", "-"], ["check", "--encoding", "bogus", str(EXAMPLE)]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: ndintake check ")
+        assert "ndintake check: error: " in err
+
+
+def test_stdin_twice_is_a_usage_error_without_a_traceback():
+    done = run_cli("check", "-", "-", input=EXAMPLE.read_bytes())
+    assert done.returncode == 2
+    assert b"ndintake check: error: standard input (-) can be checked only once" in done.stderr
+    assert b"Traceback" not in done.stderr and done.stdout == b""
+
+
+def test_unknown_encoding_is_a_usage_error_listing_the_codings(capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["check"])
+        cli.main(["check", "--encoding", "bogus", str(EXAMPLE)])
     assert exit_.value.code == 2
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["check", str(tmp_path / "nope.ndjson")])
-    assert exit_.value.code == 2
-    assert "cannot read " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --encoding: unknown coding 'bogus'; expected auto or one or more of " in err
+    for coding in ndintake.SUPPORTED_ENCODINGS:
+        assert coding in err.rsplit("expected", 1)[1]
+    assert capsys.readouterr().out == ""
+
+
+def test_a_closed_pipe_ends_the_check_quietly():
+    # ``ndintake check a b c ... | head -1``: far more output than a pipe buffers
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ndintake", "check", *[str(EXAMPLE)] * 3000],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 1
+    assert json.loads(first)["status"] == 202
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err and b"Exception ignored" not in err
+
+
+# -- codings: suffixes that lie, identity on compressed bytes, hints ---------------
+
+
+@pytest.mark.parametrize(
+    "name, compress, note",
+    [
+        ("plain.gz", lambda d: d, "named .gz but the bytes look like plain JSON: read as identity"),
+        ("zstd.gz", lambda d: zstandard.ZstdCompressor().compress(d), "named .gz but the bytes look like zstd data: read as zstd"),
+        ("gzip.zst", gzip.compress, "named .zst but the bytes look like gzip data: read as gzip"),
+        ("zlib.gz", __import__("zlib").compress, "named .gz but the bytes look like zlib (deflate) data: read as deflate"),
+        ("gzip.br", gzip.compress, "named .br but the bytes look like gzip data: read as gzip"),
+    ],
+)
+def test_auto_reads_what_the_bytes_are_when_the_suffix_lies(tmp_path, capsys, name, compress, note):
+    path = tmp_path / name
+    path.write_bytes(compress(EXAMPLE.read_bytes()))
+    status, lines, err = check_err(capsys, str(path))
+    assert (status, lines) == (0, [{"status": 202, "accepted": 4, "errors": []}])
+    assert err == f"ndintake check: {path}: {note}\n"
+
+
+def test_a_suffix_on_unknown_bytes_is_kept_and_the_error_says_what_they_look_like(tmp_path, capsys):
+    path = tmp_path / "junk.gz"
+    path.write_bytes(b"\x00\x01binary junk")
+    status, [line], err = check_err(capsys, str(path))
+    assert (status, line["errors"][0]["message"]) == (1, "data decoding error: gzip: invalid header")
+    assert "hint: expected gzip data, but the bytes look like neither JSON nor gzip, zlib or zstd data" in err
+
+
+@pytest.mark.parametrize(
+    "compress, coding",
+    [(gzip.compress, "gzip"), (lambda d: zstandard.ZstdCompressor().compress(d), "zstd"), (__import__("zlib").compress, "deflate")],
+)
+def test_identity_on_compressed_bytes_hints_at_the_coding(tmp_path, capsys, compress, coding):
+    path = tmp_path / "body.ndjson"
+    path.write_bytes(compress(EXAMPLE.read_bytes()))
+    status, [line], err = check_err(capsys, "--encoding", "identity", str(path))
+    assert (status, line["status"]) == (1, 400)
+    assert f"hint: the bytes look like {'zlib (deflate)' if coding == 'deflate' else coding} data, not plain JSON: " \
+        f"try --encoding auto (or --encoding {coding})" in err
+
+
+def test_explicit_zstd_on_gzip_bytes_hints(tmp_path, capsys):
+    path = tmp_path / "body"
+    path.write_bytes(gzip.compress(EXAMPLE.read_bytes()))
+    status, [line], err = check_err(capsys, "--encoding", "zstd", str(path))
+    assert status == 1
+    assert "hint: expected zstd data, but the bytes look like gzip data: try --encoding auto" in err
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        prodlytics_item(10),  # one item, no newline: "EOF while reading metadata"
+        prodlytics_item(10) + b"\n" + prodlytics_item(10) + b"\n",  # NDJSON items
+        b"[" + prodlytics_item(10) + b"," + prodlytics_item(10) + b"]",  # a JSON array
+    ],
+)
+@pytest.mark.parametrize("compress", [lambda d: d, gzip.compress])
+def test_a_datadog_body_without_the_profile_gets_a_hint(tmp_path, capsys, body, compress):
+    path = tmp_path / "dd.json"
+    path.write_bytes(compress(body))
+    status, [line], err = check_err(capsys, str(path))
+    assert (status, line["status"]) == (1, 400)
+    assert "metadata" in line["errors"][-1]["message"]
+    assert f"ndintake check: {path}: hint: this looks like a Datadog body (no metadata line): try --profile prodlytics" in err
+    status, [line], err = check_err(capsys, "--profile", "prodlytics", str(path))
+    assert (status, err) == (0, "")
+
+
+def test_no_prodlytics_hint_for_an_apm_body_without_metadata(tmp_path, capsys):
+    path = tmp_path / "bad.ndjson"
+    path.write_bytes(BAD_LINE)
+    status, [line], err = check_err(capsys, str(path))
+    assert status == 1 and "prodlytics" not in err
+
+
+# -- limits, --help and progress ------------------------------------------------
+
+
+def test_help_shows_the_limits_and_profiles():
+    done = run_cli("check", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.decode().split())
+    for needle in ("67108864 = 64 MiB", "307200", "5000000", "Request limits apply", "413",
+                   "prodlytics (Datadog", "NDINTAKE_PROGRESS", "identity"):
+        assert needle in text, needle
+
+
+def test_forced_progress_counts_decoded_bytes_and_events_and_clears_at_the_end(tmp_path):
+    body = EXAMPLE.read_bytes()
+    path = tmp_path / "many.ndjson.gz"
+    events = body.split(b"\n", 1)[1]
+    path.write_bytes(gzip.compress(body + events * 2000))  # small file, inflates a lot
+    done = run_cli("check", str(path), env={"NDINTAKE_PROGRESS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accepted"] == 4 + 4 * 2000
+    err = done.stderr.decode()
+    assert "MiB decoded" in err and " events, " in err and "% of the file read" in err
+    assert err.endswith("\r\x1b[K")  # the progress line is cleared
+
+
+def test_progress_is_cleared_when_the_check_stops_at_413():
+    body = EXAMPLE.read_bytes()
+    done = run_cli("check", "--max-body-size", "100000", "-", input=body * 100, env={"NDINTAKE_PROGRESS": "1"})
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["status"] == 413
+    err = done.stderr.decode()
+    assert "decoded" in err and "Traceback" not in err
+    progress, hint = err.rsplit("\r\x1b[K", 1)  # the progress line is cleared before the hint
+    assert hint == "ndintake check: -: hint: the body decodes to more than 100000 bytes, the request limit; " \
+        "--max-body-size N checks a larger capture\n"
+
+
+def test_no_progress_without_a_terminal(tmp_path):
+    done = run_cli("check", "-", input=EXAMPLE.read_bytes())
+    assert (done.returncode, done.stderr) == (0, b"")
+    done = run_cli("check", "-", input=EXAMPLE.read_bytes(), env={"NDINTAKE_PROGRESS": "0"})
+    assert (done.returncode, done.stderr) == (0, b"")
 
 
 # -- the argparse type functions (shared with ``serve``) -------------------------
