@@ -310,8 +310,13 @@ def test_serve_answers_a_probe_while_a_junk_bomb_is_processed() -> None:
         server.kill()
     assert all(status == 200 for status, _ in probes)
     assert max(latency for _, latency in probes) < 1.0, probes
-    assert answers and answers[0][0] == 503 and json.loads(answers[0][1])["errors"][-1]["message"] == "request timed out"
-    assert took < 15  # the timeout fired while the body was being processed
+    assert answers, "the bomb got no answer"
+    status, answer = answers[0]
+    if status == 503:  # the timeout fired while the body was being processed
+        assert json.loads(answer)["errors"][-1]["message"] == "request timed out"
+    else:  # judged before its timeout (the junk fast path counts these lines at millions a second)
+        assert status in (400, 413), (status, answer)
+    assert took < 15
 
 
 def test_two_workers_both_serve_and_their_sink_output_adds_up(tmp_path: Path) -> None:
