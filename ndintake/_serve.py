@@ -24,7 +24,9 @@ from ._ratelimit import RateLimiter
 from .sinks import SINK_SPELLINGS, open_sink
 
 MISSING_UVICORN = "ndintake serve needs uvicorn: pip install 'ndintake[server]'"
-MISSING_PROMETHEUS = "ndintake serve needs prometheus-client for /metrics: pip install 'ndintake[server]' (or --no-metrics)"
+MISSING_PROMETHEUS = (
+    "ndintake serve needs prometheus-client for /metrics: pip install 'ndintake[server]' (or --no-metrics)"
+)
 #: Seconds a connection may take to send a request's headers.
 DEFAULT_HEADER_TIMEOUT = 10.0
 #: Open connections per worker, beyond which new ones are closed at once.
@@ -229,7 +231,7 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         app,
         lifespan="on",
         log_level=args.log_level,
-        log_config=_log_config(args.log_format),
+        log_config=_log_config(args.log_format, args.log_level),
         timeout_graceful_shutdown=max(1, round(args.grace)),
         http=_protocol(args.header_timeout, args.max_connections),
         loop=_loop(),
@@ -269,7 +271,7 @@ def _loop() -> str:
     return "uvloop"
 
 
-def _log_config(log_format: str = "text") -> dict[str, Any]:
+def _log_config(log_format: str = "text", level: str = "info") -> dict[str, Any]:
     """uvicorn's logging, with the access log on stderr (never mixed into
     ``--sink stdout``) and the accept-loop's descriptor-exhaustion errors
     reported once per interval instead of once per attempt; ndintake's loggers
@@ -277,7 +279,7 @@ def _log_config(log_format: str = "text") -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["ndintake"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["ndintake"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     if log_format == "json":
         for name in ("default", "access"):
             config["formatters"][name] = {"()": "ndintake._logjson.JsonFormatter"}
