@@ -15,7 +15,7 @@ _ACCESS = ("client", "method", "path", "http_version", "status")
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message", ...}``: the time in UTC (ISO 8601),
+    """``{"time", "level", "logger", "message", "pid", ...}``: the time in UTC (ISO 8601),
     the fields a record was given with ``extra=``, uvicorn's access-log fields
     (``client``, ``method``, ``path``, ``http_version``, ``status``) and the
     traceback as ``exc_info`` when there is one."""
@@ -26,6 +26,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == len(_ACCESS):
             out.update(zip(_ACCESS, record.args))
