@@ -341,14 +341,14 @@ class Exchange:
         if self._stream is not None:
             self._stop((499, "client closed the request"), self._in_flight)
             self.result = result = self._stream.close()
-            self.refusal = "client_closed"
-            self._record(499)
             logger.warning(
                 "%s %s: the client went away after %d accepted events",
                 self.request.path,
                 self.request.client,
                 result.accepted,
             )
+        self.refusal = "client_closed"
+        self._record(499)
 
     # -- the request ------------------------------------------------------------
 

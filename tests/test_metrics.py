@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ndintake._metrics import REASONS, Metrics
 from ndintake.asgi import IntakeASGI
-from ndintake.server import Admit, Authenticator, Intake, Response
+from ndintake.server import READ, Admit, Authenticator, Intake, Response
 from ndintake.wsgi import IntakeWSGI
 from ndintake import Limits
 
-from httpkit import NDJSON, Recorder, body_of, call_asgi, call_wsgi, drive, request
+from httpkit import NDJSON, FakeClock, Recorder, body_of, call_asgi, call_wsgi, drive, request
 from servekit import LOOPBACK, ServeProcess, post
 
 ERRORS = body_of("intake-v2/errors.ndjson")  # 5 errors
@@ -268,3 +268,23 @@ def test_serve_no_metrics() -> None:
         assert server.stop(signal.SIGTERM) == 0
     finally:
         server.kill()
+
+
+def test_a_client_going_away_and_a_timeout_are_counted() -> None:
+    metrics = Metrics()
+    clock = FakeClock()
+    intake = Intake(metrics=metrics, max_concurrent_decoders=None, timeout=1, clock=clock)
+    gone = intake.exchange(request(headers=NDJSON))
+    assert gone.step() is READ
+    gone.step(ERRORS[:100])
+    gone.abandon()
+    slow = intake.exchange(request(headers=NDJSON))
+    assert slow.step() is READ
+    clock.advance(2)
+    answer = slow.step(ERRORS[:100])
+    assert isinstance(answer, Response) and answer.status == 503
+    s = parse(metrics.render().decode())
+    assert value(s, "ndintake_http_requests_total", route="/intake/v2/events", status="499") == 1
+    assert value(s, "ndintake_http_requests_total", route="/intake/v2/events", status="503") == 1
+    assert value(s, "ndintake_refusals_total", reason="client_closed") == 1
+    assert value(s, "ndintake_refusals_total", reason="timeout") == 1
