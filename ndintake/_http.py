@@ -493,8 +493,8 @@ class Exchange:
                 logger.error("the sink failed on a batch", exc_info=cause)
                 refusal, self.refusal = _SINK_FAILED, "sink_error"
             if metrics is not None:
-                failed = "unavailable" if isinstance(cause, SinkUnavailable) else self.refusal
-                metrics.sink_took(time.perf_counter() - began, "error" if failed == "sink_error" else failed)
+                failed = "unavailable" if isinstance(cause, SinkUnavailable) else "error"
+                metrics.sink_took(time.perf_counter() - began, "queue_full" if isinstance(cause, QueueFull) else failed)
                 metrics.delivered(batches[: failure.done])
             self._stop(refusal, sum(map(len, batches[failure.done :])))
             return False
