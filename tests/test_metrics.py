@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import os
 import signal
 import socket
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -288,3 +290,47 @@ def test_a_client_going_away_and_a_timeout_are_counted() -> None:
     assert value(s, "ndintake_http_requests_total", route="/intake/v2/events", status="503") == 1
     assert value(s, "ndintake_refusals_total", reason="client_closed") == 1
     assert value(s, "ndintake_refusals_total", reason="timeout") == 1
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_killed_mid_request_leave_no_gauge_behind_and_their_counts_stay() -> None:
+    server = ServeProcess("--workers", "2", "--sink", "null")
+    slow = socket.create_connection((LOOPBACK, server.port))
+    try:
+        for _ in range(4):
+            assert post(server.port, "/intake/v2/events", ERRORS, NDJSON)[0] == 202
+        slow.sendall(b"POST /intake/v2/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + ERRORS[:200])
+        time.sleep(0.5)
+        s = parse(get(server.port, "/metrics")[1].decode())
+        assert value(s, "ndintake_http_requests_in_flight") == 2  # the slow upload and the scrape
+        workers = _children(server.proc.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(set(_children(server.proc.pid)) - set(workers)) < 2:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the new workers listening
+        s = parse(get(server.port, "/metrics")[1].decode())
+        assert value(s, "ndintake_http_requests_in_flight") == 1  # the dead workers' gauges are gone
+        assert value(s, "ndintake_http_requests_total", route="/intake/v2/events", status="202") == 4
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        slow.close()
+        server.kill()
