@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import http.client
 import json
@@ -9,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -310,6 +312,8 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_killed_mid_request_leave_no_gauge_behind_and_their_counts_stay() -> None:
+    pattern = os.path.join(tempfile.gettempdir(), "ndintake-metrics-*")
+    before = set(glob.glob(pattern))
     server = ServeProcess("--workers", "2", "--sink", "null")
     slow = socket.create_connection((LOOPBACK, server.port))
     try:
@@ -321,6 +325,8 @@ def test_workers_killed_mid_request_leave_no_gauge_behind_and_their_counts_stay(
         assert value(s, "ndintake_http_requests_in_flight") == 2  # the slow upload and the scrape
         workers = _children(server.proc.pid)
         assert len(workers) == 2
+        (metrics_dir,) = set(glob.glob(pattern)) - before  # the supervisor's multiprocess directory
+        assert any(name.startswith("counter_") for name in os.listdir(metrics_dir))
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -331,6 +337,7 @@ def test_workers_killed_mid_request_leave_no_gauge_behind_and_their_counts_stay(
         assert value(s, "ndintake_http_requests_in_flight") == 1  # the dead workers' gauges are gone
         assert value(s, "ndintake_http_requests_total", route="/intake/v2/events", status="202") == 4
         assert server.stop(signal.SIGTERM) == 0
+        assert not os.path.exists(metrics_dir)  # the supervisor removed it
     finally:
         slow.close()
         server.kill()
