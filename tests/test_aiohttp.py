@@ -165,3 +165,39 @@ def test_a_decompressing_server_is_refused_loudly_not_misread() -> None:
         assert status == 202
     finally:
         server.stop()
+
+
+@pytest.mark.e2e
+def test_a_client_going_away_mid_body_is_abandoned_and_metrics_are_served() -> None:
+    import socket
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ndintake.server import Metrics
+
+    intake = IntakeAiohttp(metrics=Metrics())
+    server = AiohttpServer(intake.application())
+    try:
+        raw = (APM / "intake-v2" / "errors.ndjson").read_bytes()
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            conn.sendall(b"POST /intake/v2/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + raw[:300])
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            status, headers, text = server.request("GET", "/metrics")
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text.decode())
+                for s in family.samples
+            }
+            gone = samples.get(("ndintake_refusals_total", (("reason", "client_closed"),)), 0)
+            if gone:
+                break
+            time.sleep(0.1)
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert gone == 1
+        assert samples[("ndintake_http_requests_total", (("route", "/intake/v2/events"), ("status", "499")))] == 1
+        assert intake.active == 0
+    finally:
+        server.stop()
