@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Generator, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Mapping, Union
 from urllib.parse import parse_qs
 
 from ._auth import Authenticator, AuthOutcome
@@ -38,6 +38,9 @@ from ._responses import (
 from ._result import IntakeResult
 from ._stream import IntakeStream
 
+if TYPE_CHECKING:
+    from ._metrics import Metrics
+
 logger = logging.getLogger("ndintake.server")
 
 #: APM Server reads this many lines per batch (blank and bad lines included).
@@ -56,6 +59,10 @@ _QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is full")
 _SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
 _BUSY = "unable to service request: no decoder slot freed within {wait:g} s (max_concurrent_decoders={limit})"
 _CONFIG_ETAG = '"ndintake-empty"'
+#: The metrics' reason for each status _admit refuses with (others: "bad_request").
+_REFUSALS = {503: "shutting_down", 401: "auth", 403: "auth", 429: "rate_limit"}
+#: Content codings counted by name in the metrics (others count as "other").
+_CODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate", "zstd", "br"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,8 @@ Effect = Union[Admit, _Read, _Pause, Sleep, Deliver]
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a path is: ``intake`` (with its profile), ``root`` or ``config``."""
+    """What a path is: ``intake`` (with its profile), ``root``, ``config``,
+    ``health`` or ``metrics``."""
 
     kind: str
     profile: str = ""
@@ -139,6 +147,7 @@ def routes() -> dict[str, Route]:
     return {
         "/": Route("root"),
         "/config/v1/agents": Route("config"),
+        "/healthz": Route("health"),
         "/intake/v2/events": Route("intake", "apm"),
         "/intake/v2/rum/events": Route("intake", "rum", rum=True),
         "/intake/v3/rum/events": Route("intake", "rum", rum=True),
@@ -200,7 +209,9 @@ class Intake:
     else the profile's defaults. ``server_version``: what ``GET /`` reports.
     ``max_concurrent_decoders``: intake requests reading their body at once
     (None: no limit); a request that finds no slot within ``admission_wait``
-    seconds is answered 503 before its body is read.
+    seconds is answered 503 before its body is read. ``metrics``: a
+    :class:`~ndintake._metrics.Metrics` to record into; ``GET /metrics`` then
+    answers with them (None, the default: nothing recorded, no such route).
     """
 
     def __init__(
@@ -215,6 +226,7 @@ class Intake:
         max_concurrent_decoders: int | None = DEFAULT_MAX_CONCURRENT_DECODERS,
         admission_wait: float = DEFAULT_ADMISSION_WAIT,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
@@ -231,7 +243,10 @@ class Intake:
         self.max_concurrent_decoders = max_concurrent_decoders
         self.admission_wait = admission_wait
         self.clock = clock
+        self.metrics = metrics
         self.routes = routes()
+        if metrics is not None:
+            self.routes["/metrics"] = Route("metrics")
         self.draining = False
         self._active = 0
         self._lock = threading.Lock()
@@ -255,11 +270,15 @@ class Intake:
         """Count a request as in flight while the driver handles it."""
         with self._lock:
             self._active += 1
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             yield
         finally:
             with self._lock:
                 self._active -= 1
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
 
     def exchange(self, request: Request) -> Exchange:
         """A new :class:`Exchange` for ``request``."""
@@ -289,6 +308,9 @@ class Exchange:
         self._batcher: Batcher | None = None
         self._in_flight = 0  # events handed to the sink, not yet taken
         self._bucket: TokenBucket | None = None
+        self._began = time.perf_counter()
+        #: Why the request was refused or stopped early (a reason of :mod:`ndintake._metrics`).
+        self.refusal: str | None = None
         self._gen = self._run()
 
     @property
@@ -325,6 +347,8 @@ class Exchange:
                 self.request.client,
                 result.accepted,
             )
+        self.refusal = "client_closed"
+        self._record(499)
 
     # -- the request ------------------------------------------------------------
 
@@ -336,10 +360,15 @@ class Exchange:
             return self._root()
         if route.kind == "config":
             return self._config()
+        if route.kind == "health":
+            return self._health()
+        if route.kind == "metrics":
+            return self._metrics()
         if route.rum and request.method == "OPTIONS":
             return self._preflight()
         refusal = self._admit(route)
         if refusal is not None:
+            self.refusal = _REFUSALS.get(refusal.status, "bad_request")
             return refusal
         return (yield from self._intake(route))
 
@@ -375,9 +404,18 @@ class Exchange:
         if self.intake.max_concurrent_decoders is not None:
             wait = self.intake.admission_wait
             remaining = self.remaining
-            if not (yield Admit(wait if remaining is None else max(0.0, min(wait, remaining)))):
+            metrics = self.intake.metrics
+            if metrics is not None:
+                metrics.waiting.inc()
+            try:
+                admitted = yield Admit(wait if remaining is None else max(0.0, min(wait, remaining)))
+            finally:
+                if metrics is not None:
+                    metrics.waiting.dec()
+            if not admitted:
                 if self._expired():
                     return self._timeout()
+                self.refusal = "admission"
                 message = _BUSY.format(wait=self.intake.admission_wait, limit=self.intake.max_concurrent_decoders)
                 return self._failed(503, message)
         encoding = self.request.headers.get("content-encoding") or None
@@ -426,6 +464,7 @@ class Exchange:
                 wait = self._bucket.reserve(len(events), most)
                 if wait is None:
                     if (yield from self._hand_over(taken)):
+                        self.refusal = "rate_limit"
                         self._stop(_RATE_LIMITED, sum(map(len, batches[i:])))
                     return
                 if wait > 0:
@@ -435,9 +474,13 @@ class Exchange:
 
     def _hand_over(self, batches: list[Batch]) -> Generator[Effect, Any, bool]:
         """Deliver ``batches`` to the sink; False (and the request stopped) if it failed."""
+        metrics = self.intake.metrics
         if self.intake.sink is None or not batches:
+            if metrics is not None:
+                metrics.delivered(batches)
             return True
         self._in_flight = sum(map(len, batches))  # left as is if the exchange is closed meanwhile
+        began = time.perf_counter()
         try:
             yield Deliver(batches)
         except Undelivered as failure:
@@ -445,13 +488,20 @@ class Exchange:
             cause = failure.cause
             if isinstance(cause, (QueueFull, SinkUnavailable)):
                 logger.warning("%s %s: the sink refused a batch: %s", self.request.path, self.request.client, cause)
-                refusal = _QUEUE_FULL
+                refusal, self.refusal = _QUEUE_FULL, "queue_full"
             else:
                 logger.error("the sink failed on a batch", exc_info=cause)
-                refusal = _SINK_FAILED
+                refusal, self.refusal = _SINK_FAILED, "sink_error"
+            if metrics is not None:
+                failed = "unavailable" if isinstance(cause, SinkUnavailable) else "error"
+                metrics.sink_took(time.perf_counter() - began, "queue_full" if isinstance(cause, QueueFull) else failed)
+                metrics.delivered(batches[: failure.done])
             self._stop(refusal, sum(map(len, batches[failure.done :])))
             return False
         self._in_flight = 0
+        if metrics is not None:
+            metrics.sink_took(time.perf_counter() - began)
+            metrics.delivered(batches)
         return True
 
     def _batch(self, events: list[Event]) -> Batch:
@@ -490,6 +540,55 @@ class Exchange:
         if request.headers.get("if-none-match") == _CONFIG_ETAG:
             return apm(304, None, request.headers, headers)
         return apm(200, {}, request.headers, headers)
+
+    def _health(self) -> Response:
+        """Readiness: 200 ``{"ready": true}``; 503 ``{"ready": false, "reason": ...}``
+        while shutting down or while the sink says it is not ``healthy``."""
+        if self.request.method not in ("GET", "HEAD"):
+            return datadog(405, {"error": "only GET requests are supported"}, [("Allow", "GET, HEAD")])
+        reason = None
+        if self.intake.draining:
+            reason = "server is shutting down"
+        elif not getattr(self.intake.sink, "healthy", True):
+            reason = "sink unavailable"
+        if reason is not None:
+            return datadog(503, {"ready": False, "reason": reason})
+        return datadog(200, {"ready": True})
+
+    def _metrics(self) -> Response:
+        """The Prometheus text exposition of the intake's metrics."""
+        from ._metrics import CONTENT_TYPE
+
+        assert self.intake.metrics is not None
+        if self.request.method not in ("GET", "HEAD"):
+            return datadog(405, {"error": "only GET requests are supported"}, [("Allow", "GET, HEAD")])
+        body = self.intake.metrics.render()
+        return Response(200, [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))], body)
+
+    def _record(self, status: int) -> None:
+        """Tell the metrics how the request ended."""
+        metrics = self.intake.metrics
+        if metrics is None:
+            return
+        route = self.request.path if self.route is not None else "other"
+        metrics.answered(route, status, time.perf_counter() - self._began)
+        result, stream = self.result, self._stream
+        if result is not None and stream is not None and self.route is not None:
+            coding = (self.request.headers.get("content-encoding") or "none").strip().lower()
+            metrics.body_done(
+                self.route.profile,
+                coding if coding in _CODINGS or coding == "none" else "other",
+                stream.decoded_bytes,
+                result.invalid,
+                result.dropped,
+            )
+            if self.refusal is None and result.fatal is not None:
+                fatal = result.fatal
+                self.refusal = (
+                    "too_large" if fatal.status == 413 else "decode_error" if stream.decode_failed else "invalid_body"
+                )
+        if self.refusal is not None:
+            metrics.refused(self.refusal)
 
     def _preflight(self) -> Response:
         """CORS preflight on a RUM route (every origin allowed, APM Server's default)."""
@@ -539,6 +638,7 @@ class Exchange:
         """503 ``request timed out`` (prodlytics: 408). Once the body was being
         read, in the result's shape: how many events the sink took."""
         status = 408 if self.route is not None and self.route.datadog else 503
+        self.refusal = "timeout"
         if self._stream is None:
             return self._refuse(status, "request timed out")
         self._stop((status, "request timed out"), self._in_flight)
@@ -547,6 +647,8 @@ class Exchange:
     def _head(self, response: Response) -> Response:
         """HEAD: the same headers, no body. Logs intake answers other than 202."""
         result = self.result
+        if self.intake.metrics is not None:
+            self._record(response.status)
         if result is not None and result.status != 202:
             first = result.errors[0].message if result.errors else ""
             logger.info(
@@ -556,6 +658,13 @@ class Exchange:
                 result.status,
                 result.accepted,
                 first,
+                extra={
+                    "route": self.request.path,
+                    "client": self.request.client,
+                    "status": result.status,
+                    "accepted": result.accepted,
+                    "error": first,
+                },
             )
         if self.request.method == "HEAD" and response.body:
             return replace(response, body=b"")

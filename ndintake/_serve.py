@@ -8,10 +8,13 @@ import copy
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from importlib.util import find_spec
 from typing import Any
 
 from ._auth import Authenticator
@@ -21,6 +24,9 @@ from ._ratelimit import RateLimiter
 from .sinks import SINK_SPELLINGS, open_sink
 
 MISSING_UVICORN = "ndintake serve needs uvicorn: pip install 'ndintake[server]'"
+MISSING_PROMETHEUS = (
+    "ndintake serve needs prometheus-client for /metrics: pip install 'ndintake[server]' (or --no-metrics)"
+)
 #: Seconds a connection may take to send a request's headers.
 DEFAULT_HEADER_TIMEOUT = 10.0
 #: Open connections per worker, beyond which new ones are closed at once.
@@ -119,6 +125,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "queue for seconds; see README)",
     )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text (default) or json: one JSON object per line, on stderr",
+    )
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="do not answer GET /metrics (Prometheus text format; on by default)",
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -153,6 +171,9 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:
         print(MISSING_UVICORN, file=sys.stderr)
         return 2
+    if args.metrics and find_spec("prometheus_client") is None:
+        print(MISSING_PROMETHEUS, file=sys.stderr)
+        return 2
     try:
         sink = open_sink(args.sink)  # checked here, so a bad spelling is exit 2 before anything starts
     except (ValueError, OSError, ImportError) as exc:
@@ -170,9 +191,19 @@ def serve(args: argparse.Namespace) -> int:
     print(f"ndintake: listening on http://{shown}:{port} (sink: {args.sink}{workers})", file=sys.stderr, flush=True)
     try:
         if args.workers == 1:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: its own values
             return _run_worker(args, sock, sink)
         _close(sink)  # each worker opens its own
-        return _supervise(args, sock)
+        if not args.metrics:
+            return _supervise(args, sock)
+        # prometheus-client's multiprocess mode: each worker writes its values
+        # there (set before any worker imports prometheus_client)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir = tempfile.mkdtemp(prefix="ndintake-metrics-")
+        try:
+            return _supervise(args, sock)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     finally:
         sock.close()
 
@@ -189,6 +220,11 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
     if args.secret_token or args.api_key:
         authenticator = Authenticator(secret_token=args.secret_token, api_keys=args.api_key)
     limiter = RateLimiter(args.rate_limit) if args.rate_limit else None
+    metrics = None
+    if args.metrics:
+        from ._metrics import Metrics
+
+        metrics = Metrics()
     app = IntakeASGI(
         sink=sink,
         authenticator=authenticator,
@@ -196,13 +232,14 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         timeout=args.timeout or None,
         max_concurrent_decoders=args.max_concurrent_decoders,
         admission_wait=args.admission_wait,
+        metrics=metrics,
     )
     app.shutdown_timeout = 1.0  # uvicorn has already waited --grace for the requests in flight
     config = uvicorn.Config(
         app,
         lifespan="on",
         log_level=args.log_level,
-        log_config=_log_config(),
+        log_config=_log_config(args.log_format, args.log_level),
         timeout_graceful_shutdown=max(1, round(args.grace)),
         http=http_protocol(args.header_timeout, args.max_connections),
         loop=event_loop(args.loop),
@@ -214,6 +251,10 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _close(sink)
+        if metrics is not None:
+            from ._metrics import mark_process_dead
+
+            mark_process_dead(os.getpid())  # its live gauges no longer count
     count = getattr(sink, "count", 0) if sink is not None else 0
     print(f"{name}: stopped ({count} events written)", file=sys.stderr, flush=True)
     return 0
@@ -241,13 +282,18 @@ def event_loop(wanted: str = "asyncio") -> str:
     return wanted
 
 
-def _log_config() -> dict[str, Any]:
+def _log_config(log_format: str = "text", level: str = "info") -> dict[str, Any]:
     """uvicorn's logging, with the access log on stderr (never mixed into
     ``--sink stdout``) and the accept-loop's descriptor-exhaustion errors
-    reported once per interval instead of once per attempt."""
+    reported once per interval instead of once per attempt; ndintake's loggers
+    through uvicorn's default handler; ``json``: one JSON object per line."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["ndintake"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    if log_format == "json":
+        for name in ("default", "access"):
+            config["formatters"][name] = {"()": "ndintake._logjson.JsonFormatter"}
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config.setdefault("filters", {})["descriptors"] = {"()": "ndintake._serve.DescriptorExhaustion"}
     config["loggers"]["asyncio"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
@@ -369,6 +415,10 @@ def _supervise(args: argparse.Namespace, sock: socket.socket) -> int:
                 time.sleep(0.05)
                 continue
             number = children.pop(pid, 0)
+            if args.metrics:
+                from ._metrics import mark_process_dead
+
+                mark_process_dead(pid)  # killed workers never marked themselves
             if not stopping and number:
                 print(f"ndintake: worker {number} exited ({status}); starting it again", file=sys.stderr, flush=True)
                 time.sleep(0.5)

@@ -119,6 +119,8 @@ class IntakeStream:
         self.out: list[Event] = []  # events accepted during the current feed/close
         self._result: IntakeResult | None = None
         self._pace = _PACE_MIN  # the next feed_paced step, in input bytes
+        #: True when the fatal error is the content decoder's (bad or unknown coding, corrupt data).
+        self.decode_failed = False
 
     @property
     def finished(self) -> bool:
@@ -129,6 +131,11 @@ class IntakeStream:
     def accepted(self) -> int:
         """Events accepted so far."""
         return self._accepted
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Body bytes read so far, after decompression."""
+        return self._size
 
     @property
     def explaining(self) -> bool:
@@ -233,6 +240,7 @@ class IntakeStream:
                 self._fatal = exc.error
             except DecodeError as exc:
                 self._fatal = self._decode_failure(exc)
+                self.decode_failed = True
         return self._deliver()
 
     def _deliver(self) -> list[Event]:

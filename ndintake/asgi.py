@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Awaitable, Callable, MutableMapping, Protocol
 
 from ._hooks import Batch, Undelivered, is_async_sink, offer_each
 from ._http import PAUSE, READ, Admit, Deliver, Exchange, Intake, Request, Sleep
@@ -31,6 +31,13 @@ SINK_THREADS = 4
 
 class _Disconnected(Exception):
     """The client went away before the body ended."""
+
+
+class BodyReader(Protocol):
+    """What the driver reads a body from: each non-empty chunk, then None at the
+    end; raises ``_Disconnected`` if the client went away."""
+
+    async def read(self) -> bytes | None: ...
 
 
 class _Body:
@@ -130,7 +137,7 @@ class IntakeASGI(Intake):
             exchange.abandon()
             return None
 
-    async def _drive(self, exchange: Exchange, body: _Body) -> Response:
+    async def _drive(self, exchange: Exchange, body: BodyReader) -> Response:
         admitted = False
         try:
             step = exchange.step()
@@ -202,21 +209,29 @@ class IntakeASGI(Intake):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.draining = False
-                start = getattr(self.sink, "start", None)
-                if start is not None:
-                    await start()
+                await self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown(self.shutdown_timeout)
-                aclose = getattr(self.sink, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-                if self._threads is not None:
-                    self._threads.shutdown(wait=True)
-                    self._threads = None
+                await self.cleanup()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def startup(self) -> None:
+        """Take requests again; await the sink's ``start()`` if it has one."""
+        self.draining = False
+        start = getattr(self.sink, "start", None)
+        if start is not None:
+            await start()
+
+    async def cleanup(self) -> None:
+        """After :meth:`shutdown`: await the sink's ``aclose()`` if it has one, stop the sink threads."""
+        aclose = getattr(self.sink, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
 
 
 async def _send(response: Response, send: Send) -> None:

@@ -5,6 +5,7 @@ handling they share (:class:`Intake`, :class:`Exchange`), for other drivers."""
 from ._auth import Authenticator, AuthOutcome
 from ._errors import QueueFull, SinkUnavailable
 from ._hooks import Batch, Sink, Undelivered, offer, offer_each
+from ._metrics import Metrics
 from ._http import (
     BATCH_LINES,
     DEFAULT_ADMISSION_WAIT,
@@ -41,6 +42,7 @@ __all__ = [
     "Exchange",
     "Intake",
     "JsonLinesSink",
+    "Metrics",
     "QueueFull",
     "SinkUnavailable",
     "RateLimiter",

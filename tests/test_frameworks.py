@@ -1,4 +1,4 @@
-"""The README's "Serving HTTP" recipes, run: Starlette/FastAPI Mount, aiohttp, Flask.
+"""The README's "Serving HTTP" recipes, run: Starlette/FastAPI Mount, the aiohttp adapter, Flask.
 
 The recipes are taken from README.md itself (``readme_recipe``) and run with the
 names they leave open filled in, so the README cannot drift from what is tested.
@@ -7,6 +7,7 @@ names they leave open filled in, so the README cannot drift from what is tested.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 import time
@@ -15,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import ndintake
 from ndintake.asgi import IntakeASGI
 
 from conftest import readme_recipe
@@ -61,25 +61,26 @@ def test_starlette_mount_with_a_python_agent_behind_a_prefix(tmp_path: Path, mon
     assert intake.draining  # the parent's lifespan shut it down
 
 
-def test_aiohttp_feeding_intake_stream() -> None:
+def test_aiohttp_adapter_with_gzip_bodies() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    published: list[ndintake.Event] = []
+    published: list[Any] = []
 
-    async def publish(events: list[ndintake.Event]) -> None:
-        published.extend(events)
+    async def publish(batch: Any) -> None:
+        published.extend(batch)
 
     recipe: dict[str, Any] = {"publish": publish}
-    exec(compile(readme_recipe("iter_chunked"), "README.md", "exec"), recipe)
+    exec(compile(readme_recipe("IntakeAiohttp(sink=publish)"), "README.md", "exec"), recipe)
     app = recipe["app"]
 
     async def main() -> tuple[int, Any, int]:
         async def body() -> Any:
-            for piece in cut(ERRORS, 40):
+            for piece in cut(gzip.compress(ERRORS), 40):
                 yield piece
 
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            verbose = await client.post("/intake/v2/events?verbose", data=body(), headers=NDJSON)
+            gzipped = {**NDJSON, "Content-Encoding": "gzip"}
+            verbose = await client.post("/intake/v2/events?verbose", data=body(), headers=gzipped)
             plain = await client.post(
                 "/intake/v2/events", data=body_of("intake-v2/invalid-event-type.ndjson"), headers=NDJSON
             )

@@ -72,6 +72,12 @@ class BrokerSink:
         self._down: str | None = None  # the outage last logged
 
     @property
+    def healthy(self) -> bool:
+        """False while the broker is known to be down (since a batch or ``start()``
+        failed to reach it, until one reaches it again) and once closed."""
+        return self._down is None and not self._closing
+
+    @property
     def bound(self) -> float:
         """The longest a call can take, in seconds (slot wait + ack timeout)."""
         return SLOT_WAIT + self.timeout

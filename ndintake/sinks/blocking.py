@@ -46,6 +46,11 @@ class BlockingSink:
         """The wrapped sink's ``count`` (events acknowledged)."""
         return int(getattr(self.sink, "count", 0))
 
+    @property
+    def healthy(self) -> bool:
+        """The wrapped sink's ``healthy`` (True if it has none); False once closed."""
+        return not self._closed and bool(getattr(self.sink, "healthy", True))
+
     def __call__(self, batch: Batch) -> None:
         with self._lock:
             if self._closed:

@@ -147,6 +147,11 @@ class KafkaSink:
         self._down: str | None = None  # why the brokers look down, until an ack arrives
         self.count = 0  # events acknowledged
 
+    @property
+    def healthy(self) -> bool:
+        """False while librdkafka reports the brokers down (until an ack arrives) and once closing."""
+        return self._down is None and not self._closing
+
     @classmethod
     def from_url(cls, spec: str) -> KafkaSink:
         """From ``kafka://HOST:PORT?topic=NAME[&format=batch][&timeout=S][&max_in_flight=N][&compression=C]``."""

@@ -115,6 +115,12 @@ class JetStreamSink(BrokerSink):
         self._acks: dict[str, asyncio.Future[bool]] = {}  # reply token -> ack (True: a duplicate)
         self._tokens = itertools.count()
 
+    @property
+    def healthy(self) -> bool:
+        """Also False while the client is disconnected (it reconnects by itself)."""
+        connected = self._nc is not None and bool(self._nc.is_connected)
+        return super().healthy and (connected or self._starting is None)
+
     @classmethod
     def from_url(cls, spec: str) -> JetStreamSink:
         """From ``nats://[USER:PASSWORD@]HOST:PORT?stream=NAME&subject=TEMPLATE
