@@ -13,14 +13,15 @@ lives here, once.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Generator, Iterator, Mapping, Union
+from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Union
 from urllib.parse import parse_qs
 
-from ._auth import Authenticator, AuthOutcome
+from ._auth import Authenticator, AuthOutcome, event_origin
 from ._event import Event
 from ._errors import QueueFull, SinkUnavailable
 from ._hooks import Batch, Sink, Undelivered
@@ -51,11 +52,20 @@ DEFAULT_MAX_CONCURRENT_DECODERS = 8
 #: (as APM Server's libbeat queue waits a second for room).
 DEFAULT_ADMISSION_WAIT = 1.0
 
-_RATE_LIMITED = (429, "cannot handle stream: cannot process batch: rate limit exceeded")
+_BATCH_REFUSED = "cannot handle stream: cannot process batch: "
+_RATE_LIMITED = (429, _BATCH_REFUSED + "rate limit exceeded")
 _QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is full")
 _SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
 _BUSY = "unable to service request: no decoder slot freed within {wait:g} s (max_concurrent_decoders={limit})"
 _CONFIG_ETAG = '"ndintake-empty"'
+
+
+def origin_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """APM Server's ``rum.allow_origins`` check: an origin is allowed if it
+    matches one of ``patterns``, where ``*`` stands for any run of characters
+    (``*`` alone: every origin, even none)."""
+    expressions = [re.compile(".*".join(map(re.escape, pattern.split("*"))), re.DOTALL) for pattern in patterns]
+    return lambda origin: any(expression.fullmatch(origin) for expression in expressions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +210,11 @@ class Intake:
     else the profile's defaults. ``server_version``: what ``GET /`` reports.
     ``max_concurrent_decoders``: intake requests reading their body at once
     (None: no limit); a request that finds no slot within ``admission_wait``
-    seconds is answered 503 before its body is read.
+    seconds is answered 503 before its body is read. ``allow_origins``: the
+    origins RUM routes answer (APM Server's ``rum.allow_origins``, ``*``
+    wildcards; default every origin): a request from another origin gets 403
+    ``origin: '<origin>' is not allowed``, a preflight no
+    ``Access-Control-Allow-Origin``.
     """
 
     def __init__(
@@ -214,6 +228,7 @@ class Intake:
         server_version: str = SERVER_VERSION,
         max_concurrent_decoders: int | None = DEFAULT_MAX_CONCURRENT_DECODERS,
         admission_wait: float = DEFAULT_ADMISSION_WAIT,
+        allow_origins: Iterable[str] = ("*",),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if timeout is not None and timeout <= 0:
@@ -230,6 +245,8 @@ class Intake:
         self.server_version = server_version
         self.max_concurrent_decoders = max_concurrent_decoders
         self.admission_wait = admission_wait
+        self.allow_origins = tuple(allow_origins)
+        self.origin_allowed = origin_matcher(self.allow_origins)
         self.clock = clock
         self.routes = routes()
         self.draining = False
@@ -289,6 +306,7 @@ class Exchange:
         self._batcher: Batcher | None = None
         self._in_flight = 0  # events handed to the sink, not yet taken
         self._bucket: TokenBucket | None = None
+        self._restricted: Authenticator | None = None  # checks each anonymous batch's agent and service
         self._gen = self._run()
 
     @property
@@ -348,9 +366,16 @@ class Exchange:
         request = self.request
         if self.intake.draining:
             return self._refuse(503, "server is shutting down")
+        if route.rum:
+            origin = request.headers.get("origin", "")
+            if not self.intake.origin_allowed(origin):
+                return self._refuse(403, f"origin: '{origin}' is not allowed")
         auth = self._authenticate(route)
         if not auth.ok:
             return self._refuse(auth.status, auth.message)
+        authenticator = self.intake.authenticator
+        if auth.anonymous and authenticator is not None and authenticator.restricts_anonymous:
+            self._restricted = authenticator
         limiter = self.intake.rate_limiter
         if auth.anonymous and limiter is not None:
             self._bucket = limiter.bucket(request.client)
@@ -416,8 +441,9 @@ class Exchange:
 
     def _deliver(self, batches: list[list[Event]]) -> Generator[Effect, Any, None]:
         """Rate-limit each batch in turn (tokens = events, waiting up to a
-        second), then hand them to the sink together. At the first refusal, stop
-        the request and un-count the refused batch and every event after it."""
+        second), check an anonymous batch's agents and services (403), then hand
+        them to the sink together. At the first refusal, stop the request and
+        un-count the refused batch and every event after it."""
         taken: list[Batch] = []
         for i, events in enumerate(batches):
             if self._bucket is not None:
@@ -430,6 +456,12 @@ class Exchange:
                     return
                 if wait > 0:
                     yield Sleep(wait)
+            if self._restricted is not None:
+                refusal = self._unauthorized(events)
+                if refusal is not None:
+                    if (yield from self._hand_over(taken)):
+                        self._stop((403, _BATCH_REFUSED + refusal), sum(map(len, batches[i:])))
+                    return
             taken.append(self._batch(events))
         yield from self._hand_over(taken)
 
@@ -453,6 +485,16 @@ class Exchange:
             return False
         self._in_flight = 0
         return True
+
+    def _unauthorized(self, events: list[Event]) -> str | None:
+        """APM Server's anonymous check of a batch: each event's agent and service."""
+        assert self._restricted is not None and self._stream is not None
+        metadata = self._stream.metadata
+        for event in events:
+            refusal = self._restricted.authorize_anonymous(*event_origin(event, metadata))
+            if refusal is not None:
+                return refusal
+        return None
 
     def _batch(self, events: list[Event]) -> Batch:
         assert self._stream is not None and self.route is not None
@@ -492,7 +534,7 @@ class Exchange:
         return apm(200, {}, request.headers, headers)
 
     def _preflight(self) -> Response:
-        """CORS preflight on a RUM route (every origin allowed, APM Server's default)."""
+        """CORS preflight on a RUM route (``Access-Control-Allow-Origin`` for an allowed origin)."""
         headers = [
             *self._cors(),
             ("Access-Control-Allow-Methods", "POST, OPTIONS"),
@@ -513,7 +555,7 @@ class Exchange:
 
     def _cors(self) -> list[tuple[str, str]]:
         origin = self.request.headers.get("origin")
-        if not (self.route is not None and self.route.rum and origin):
+        if not (self.route is not None and self.route.rum and origin and self.intake.origin_allowed(origin)):
             return []
         return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"), ("Access-Control-Expose-Headers", "Etag")]
 
