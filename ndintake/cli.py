@@ -10,6 +10,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 import orjson
 
+from . import __version__
 from ._cliargs import content_encoding, positive_int
 from ._event import Event
 from ._limits import Limits
@@ -76,6 +77,8 @@ def _summary(result: IntakeResult) -> dict[str, object]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndintake", description="Validate event intake bodies.")
+    version = f"ndintake {__version__}"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
         "check",
@@ -83,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print one JSON result per file (and a total for several); "
         "exit 0 when every body gets 202, 1 otherwise, 2 on usage errors.",
     )
+    check.add_argument("--version", action="version", version=version)
     check.add_argument("files", nargs="+", metavar="FILE", help="a body file, or - for standard input")
     check.add_argument("--profile", default="apm", choices=sorted(PROFILES))
     check.add_argument(
