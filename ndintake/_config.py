@@ -188,8 +188,7 @@ OPTIONS: tuple[Option, ...] = (
         "list",
         _names,
         ["*"],
-        "origins RUM routes answer, comma-separated, * matches any run of characters "
-        "(default *: all); others get 403",
+        "origins RUM routes answer, comma-separated, * matches any run of characters (default *: all); others get 403",
         "ORIGINS",
     ),
     Option(

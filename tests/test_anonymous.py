@@ -27,10 +27,14 @@ RUM_V2 = body_of("intake-v2/errors_rum.ndjson")  # agent rum-js
 RUM_V3 = body_of("intake-v3/rum_events.ndjson")  # agent js-base
 BACKEND = body_of("intake-v2/errors.ndjson")  # agent elastic-node
 RUM_PATH = "/intake/v2/rum/events"
-DENIED_NODE = 'cannot handle stream: cannot process batch: unauthorized: anonymous access not permitted for agent "elastic-node"'
+DENIED_NODE = (
+    'cannot handle stream: cannot process batch: unauthorized: anonymous access not permitted for agent "elastic-node"'
+)
 
 # APM Server's systemtest/rum_test.go TestRUMAllowServiceNames, body and answer
-ALLOWED_METADATA = b'{"metadata":{"service":{"name":"allowed","version":"1.0.0","agent":{"name":"rum-js","version":"0.0.0"}}}}\n'
+ALLOWED_METADATA = (
+    b'{"metadata":{"service":{"name":"allowed","version":"1.0.0","agent":{"name":"rum-js","version":"0.0.0"}}}}\n'
+)
 OVERRIDDEN = b'{"transaction":{"trace_id":"x","id":"y","type":"z","duration":0,"span_count":{"started":1},"context":{"service":{"name":"disallowed"}}}}\n'
 PLAIN = b'{"transaction":{"trace_id":"x","id":"y","type":"z","duration":0,"span_count":{"started":1}}}\n'
 UPSTREAM_403 = '{"accepted":0,"errors":[{"message":"cannot handle stream: cannot process batch: unauthorized: anonymous access not permitted for service \\"disallowed\\""}]}\n'
@@ -166,9 +170,13 @@ def test_serve_non_ascii_token_over_http(tmp_path: Path) -> None:
     server = ServeProcess("--sink", f"jsonl:{out}", "--secret-token", "sécret-☃")
     try:
         headers = {"Content-Type": "application/x-ndjson"}
-        good = raw_post(server.port, "/intake/v2/events", BACKEND, {**headers, "Authorization": "Bearer sécret-☃".encode()})
+        good = raw_post(
+            server.port, "/intake/v2/events", BACKEND, {**headers, "Authorization": "Bearer sécret-☃".encode()}
+        )
         assert good[0] == 202, good
-        bad = raw_post(server.port, "/intake/v2/events", BACKEND, {**headers, "Authorization": b"Bearer s\xe9cret-\xe2\x98\x83"})
+        bad = raw_post(
+            server.port, "/intake/v2/events", BACKEND, {**headers, "Authorization": b"Bearer s\xe9cret-\xe2\x98\x83"}
+        )
         assert bad[0] == 401
     finally:
         assert server.stop(signal.SIGTERM) == 0
@@ -227,10 +235,15 @@ def test_serve_answers_403_to_the_python_agents_body_on_the_rum_route(
             status, answer = post(server.port, RUM_PATH, body, sent)
             assert status == 403, answer
             message = json.loads(answer)["errors"][-1]["message"]
-            assert message == 'cannot handle stream: cannot process batch: unauthorized: anonymous access not permitted for agent "python"'
+            assert (
+                message
+                == 'cannot handle stream: cannot process batch: unauthorized: anonymous access not permitted for agent "python"'
+            )
         # the same body with the token goes through on the backend route
         headers, body = bodies[0]
-        status, _ = post(server.port, "/intake/v2/events", body, {"Content-Encoding": "gzip", "Authorization": "Bearer t0k3n"})
+        status, _ = post(
+            server.port, "/intake/v2/events", body, {"Content-Encoding": "gzip", "Authorization": "Bearer t0k3n"}
+        )
         assert status == 202
         # and a real RUM body is let in without credentials
         status, _ = post(server.port, RUM_PATH, gzip.compress(RUM_V2), {"Content-Encoding": "gzip"})

@@ -137,9 +137,7 @@ def test_print_config_says_where_values_came_from_and_hides_secrets(
         ("[ssl]\nkey = 'k.pem'\n", "ssl.key (--ssl-keyfile) needs ssl.certificate (--ssl-certfile)"),
     ],
 )
-def test_bad_files_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
-) -> None:
+def test_bad_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(content)
     assert cli.main(["serve", "--print-config", "--config", str(path)]) == 2
@@ -198,13 +196,15 @@ def line_of(size: int) -> bytes:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_serve_takes_its_options_from_file_environment_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_takes_its_options_from_file_environment_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The running server, not only --print-config: max_event_size from the file
     is overridden by the environment, the secret token from the environment by a
     flag, and the file's allow_origins applies."""
     path = tmp_path / "ndintake.toml"
     path.write_text(
-        "max_event_size = 500\n[auth]\nsecret_token = \"file-token\"\n[rum]\nallow_origins = [\"https://ok.test\"]\n"
+        'max_event_size = 500\n[auth]\nsecret_token = "file-token"\n[rum]\nallow_origins = ["https://ok.test"]\n'
     )
     monkeypatch.setenv("NDINTAKE_MAX_EVENT_SIZE", "1000")
     monkeypatch.setenv("NDINTAKE_AUTH_SECRET_TOKEN", "env-token")
@@ -216,7 +216,9 @@ def test_serve_takes_its_options_from_file_environment_and_flags(tmp_path: Path,
         status, body = post(server.port, "/intake/v2/events", metadata + line_of(1000) + b"\n", auth)
         assert status == 400 and b"event exceeded the permitted size" in body
         for token in ("env-token", "file-token"):
-            assert post(server.port, "/intake/v2/events", ERRORS, {**NDJSON, "Authorization": f"Bearer {token}"})[0] == 401
+            assert (
+                post(server.port, "/intake/v2/events", ERRORS, {**NDJSON, "Authorization": f"Bearer {token}"})[0] == 401
+            )
         rum = (
             b'{"metadata":{"service":{"name":"shop","agent":{"name":"rum-js","version":"5.0.0"}}}}\n'
             b'{"transaction":{"trace_id":"x","id":"y","type":"z","duration":0,"span_count":{"started":1}}}\n'
@@ -235,9 +237,24 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1",
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
         ],
         check=True,
         capture_output=True,
