@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import ssl
 import subprocess
@@ -291,3 +292,20 @@ def test_serve_refuses_an_unreadable_certificate(tmp_path: Path, certificate: tu
     done = run("serve", "--port", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "none.pem"))
     assert done.returncode == 2 and "cannot load the TLS certificate or key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_configuration_is_in_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's table lists every option with its variable and flag, and its
+    TOML example is a valid configuration."""
+    text = README.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z_.]+)`(?: \(list\))? \| `(NDINTAKE_[A-Z_]+)` \| `(--[a-z-]+)`", text, re.M)
+    assert sorted(rows) == sorted((option.key, option.env, option.flag) for option in OPTIONS)
+    (example,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    path = tmp_path / "ndintake.toml"
+    path.write_text(example)
+    config = printed(capsys, "--config", str(path))
+    assert config["auth"]["anonymous"]["rate_limit"]["event_limit"] == 100.0
+    assert config["rum"]["allow_origins"] == ["https://*.example.com"]
