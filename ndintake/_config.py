@@ -41,6 +41,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 ENV_PREFIX = "NDINTAKE_"
 MASK = "********"
+#: The environment variable naming the config file when ``--config`` is not given.
+CONFIG_ENV = "NDINTAKE_CONFIG"
 
 
 class ConfigError(Exception):
@@ -383,9 +385,9 @@ def _from_env(option: Option, text: str) -> Any:
 
 def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
     """Fill each option of ``args`` from, in order, its flag, its environment
-    variable, the ``--config`` file, its default; return where each came from
+    variable, the ``--config`` file (else ``$NDINTAKE_CONFIG``), its default; return where each came from
     (``flag``, ``env``, ``file``, ``default``) by key. Raises :class:`ConfigError`."""
-    path = getattr(args, "config", None)
+    path = getattr(args, "config", None) or environ.get(CONFIG_ENV)
     file = load_file(path) if path else {}
     sources: dict[str, str] = {}
     for option in OPTIONS:

@@ -71,7 +71,9 @@ def origin_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
 @dataclass(frozen=True, slots=True)
 class Request:
     """The parts of an HTTP request the intake looks at. ``headers``: lower-case
-    names (repeated headers joined with ``", "``); ``client``: the peer's IP."""
+    names (repeated headers joined with ``", "``), values as the bytes received
+    decoded as latin-1 (as ASGI and WSGI give them; credentials are compared as
+    those bytes); ``client``: the peer's IP."""
 
     method: str
     path: str

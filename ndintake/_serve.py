@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="read options from this TOML file (flags, then NDINTAKE_* environment variables, take precedence)",
+        help="read options from this TOML file (default: $NDINTAKE_CONFIG, if set); "
+        "flags, then NDINTAKE_* environment variables, take precedence",
     )
     parser.add_argument(
         "--print-config",

@@ -34,6 +34,7 @@ ERRORS = body_of("intake-v2/errors.ndjson")
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for option in OPTIONS:
         monkeypatch.delenv(option.env, raising=False)
+    monkeypatch.delenv("NDINTAKE_CONFIG", raising=False)
 
 
 def printed(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
@@ -102,6 +103,16 @@ def test_precedence_flag_over_env_over_file_over_default(
     assert anonymous["enabled"] is False and anonymous["allow_agent"] == ["rum-js", "python"]
     assert anonymous["allow_service"] == ["shop"] and anonymous["rate_limit"] == {"ip_limit": 7}
     assert config["rum"]["allow_origins"] == ["https://*.example.com"]
+
+
+def test_the_file_can_be_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.toml").write_text("workers = 3\n")
+    (tmp_path / "b.toml").write_text("workers = 4\n")
+    monkeypatch.setenv("NDINTAKE_CONFIG", str(tmp_path / "a.toml"))
+    assert printed(capsys)["workers"] == 3
+    assert printed(capsys, "--config", str(tmp_path / "b.toml"))["workers"] == 4  # the flag wins
 
 
 def test_print_config_says_where_values_came_from_and_hides_secrets(
