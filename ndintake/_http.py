@@ -13,14 +13,15 @@ lives here, once.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Mapping, Union
 from urllib.parse import parse_qs
 
-from ._auth import Authenticator, AuthOutcome
+from ._auth import Authenticator, AuthOutcome, event_origin
 from ._event import Event
 from ._errors import QueueFull, SinkUnavailable
 from ._hooks import Batch, Sink, Undelivered
@@ -54,7 +55,8 @@ DEFAULT_MAX_CONCURRENT_DECODERS = 8
 #: (as APM Server's libbeat queue waits a second for room).
 DEFAULT_ADMISSION_WAIT = 1.0
 
-_RATE_LIMITED = (429, "cannot handle stream: cannot process batch: rate limit exceeded")
+_BATCH_REFUSED = "cannot handle stream: cannot process batch: "
+_RATE_LIMITED = (429, _BATCH_REFUSED + "rate limit exceeded")
 _QUEUE_FULL = (503, "cannot handle stream: cannot process batch: queue is full")
 _SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error")
 _BUSY = "unable to service request: no decoder slot freed within {wait:g} s (max_concurrent_decoders={limit})"
@@ -65,10 +67,20 @@ _REFUSALS = {503: "shutting_down", 401: "auth", 403: "auth", 429: "rate_limit"}
 _CODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate", "zstd", "br"})
 
 
+def origin_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """APM Server's ``rum.allow_origins`` check: an origin is allowed if it
+    matches one of ``patterns``, where ``*`` stands for any run of characters
+    (``*`` alone: every origin, even none)."""
+    expressions = [re.compile(".*".join(map(re.escape, pattern.split("*"))), re.DOTALL) for pattern in patterns]
+    return lambda origin: any(expression.fullmatch(origin) for expression in expressions)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """The parts of an HTTP request the intake looks at. ``headers``: lower-case
-    names (repeated headers joined with ``", "``); ``client``: the peer's IP."""
+    names (repeated headers joined with ``", "``), values as the bytes received
+    decoded as latin-1 (as ASGI and WSGI give them; credentials are compared as
+    those bytes); ``client``: the peer's IP."""
 
     method: str
     path: str
@@ -212,6 +224,10 @@ class Intake:
     seconds is answered 503 before its body is read. ``metrics``: a
     :class:`~ndintake._metrics.Metrics` to record into; ``GET /metrics`` then
     answers with them (None, the default: nothing recorded, no such route).
+    ``allow_origins``: the origins RUM routes answer (APM Server's
+    ``rum.allow_origins``, ``*`` wildcards; default every origin): a request
+    from another origin gets 403 ``origin: '<origin>' is not allowed``, a
+    preflight no ``Access-Control-Allow-Origin``.
     """
 
     def __init__(
@@ -225,6 +241,7 @@ class Intake:
         server_version: str = SERVER_VERSION,
         max_concurrent_decoders: int | None = DEFAULT_MAX_CONCURRENT_DECODERS,
         admission_wait: float = DEFAULT_ADMISSION_WAIT,
+        allow_origins: Iterable[str] = ("*",),
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
     ) -> None:
@@ -242,6 +259,8 @@ class Intake:
         self.server_version = server_version
         self.max_concurrent_decoders = max_concurrent_decoders
         self.admission_wait = admission_wait
+        self.allow_origins = tuple(allow_origins)
+        self.origin_allowed = origin_matcher(self.allow_origins)
         self.clock = clock
         self.metrics = metrics
         self.routes = routes()
@@ -311,6 +330,7 @@ class Exchange:
         self._began = time.perf_counter()
         #: Why the request was refused or stopped early (a reason of :mod:`ndintake._metrics`).
         self.refusal: str | None = None
+        self._restricted: Authenticator | None = None  # checks each anonymous batch's agent and service
         self._gen = self._run()
 
     @property
@@ -377,9 +397,16 @@ class Exchange:
         request = self.request
         if self.intake.draining:
             return self._refuse(503, "server is shutting down")
+        if route.rum:
+            origin = request.headers.get("origin", "")
+            if not self.intake.origin_allowed(origin):
+                return self._refuse(403, f"origin: '{origin}' is not allowed")
         auth = self._authenticate(route)
         if not auth.ok:
             return self._refuse(auth.status, auth.message)
+        authenticator = self.intake.authenticator
+        if auth.anonymous and authenticator is not None and authenticator.restricts_anonymous:
+            self._restricted = authenticator
         limiter = self.intake.rate_limiter
         if auth.anonymous and limiter is not None:
             self._bucket = limiter.bucket(request.client)
@@ -454,8 +481,9 @@ class Exchange:
 
     def _deliver(self, batches: list[list[Event]]) -> Generator[Effect, Any, None]:
         """Rate-limit each batch in turn (tokens = events, waiting up to a
-        second), then hand them to the sink together. At the first refusal, stop
-        the request and un-count the refused batch and every event after it."""
+        second), check an anonymous batch's agents and services (403), then hand
+        them to the sink together. At the first refusal, stop the request and
+        un-count the refused batch and every event after it."""
         taken: list[Batch] = []
         for i, events in enumerate(batches):
             if self._bucket is not None:
@@ -469,6 +497,13 @@ class Exchange:
                     return
                 if wait > 0:
                     yield Sleep(wait)
+            if self._restricted is not None:
+                refusal = self._unauthorized(events)
+                if refusal is not None:
+                    if (yield from self._hand_over(taken)):
+                        self.refusal = "auth"
+                        self._stop((403, _BATCH_REFUSED + refusal), sum(map(len, batches[i:])))
+                    return
             taken.append(self._batch(events))
         yield from self._hand_over(taken)
 
@@ -503,6 +538,16 @@ class Exchange:
             metrics.sink_took(time.perf_counter() - began)
             metrics.delivered(batches)
         return True
+
+    def _unauthorized(self, events: list[Event]) -> str | None:
+        """APM Server's anonymous check of a batch: each event's agent and service."""
+        assert self._restricted is not None and self._stream is not None
+        metadata = self._stream.metadata
+        for event in events:
+            refusal = self._restricted.authorize_anonymous(*event_origin(event, metadata))
+            if refusal is not None:
+                return refusal
+        return None
 
     def _batch(self, events: list[Event]) -> Batch:
         assert self._stream is not None and self.route is not None
@@ -591,7 +636,7 @@ class Exchange:
             metrics.refused(self.refusal)
 
     def _preflight(self) -> Response:
-        """CORS preflight on a RUM route (every origin allowed, APM Server's default)."""
+        """CORS preflight on a RUM route (``Access-Control-Allow-Origin`` for an allowed origin)."""
         headers = [
             *self._cors(),
             ("Access-Control-Allow-Methods", "POST, OPTIONS"),
@@ -612,7 +657,7 @@ class Exchange:
 
     def _cors(self) -> list[tuple[str, str]]:
         origin = self.request.headers.get("origin")
-        if not (self.route is not None and self.route.rum and origin):
+        if not (self.route is not None and self.route.rum and origin and self.intake.origin_allowed(origin)):
             return []
         return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"), ("Access-Control-Expose-Headers", "Etag")]
 

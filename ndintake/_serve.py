@@ -11,26 +11,25 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
 from importlib.util import find_spec
 from typing import Any
 
+from . import __version__
 from ._auth import Authenticator
-from ._cliargs import non_negative_float, port_number, positive_float, positive_int
-from ._http import DEFAULT_ADMISSION_WAIT, DEFAULT_MAX_CONCURRENT_DECODERS, DEFAULT_TIMEOUT
+from ._config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ConfigError, add_options, render, resolve
+from ._limits import Limits
 from ._ratelimit import RateLimiter
-from .sinks import SINK_SPELLINGS, open_sink
+from .sinks import open_sink
 
 MISSING_UVICORN = "ndintake serve needs uvicorn: pip install 'ndintake[server]'"
 MISSING_PROMETHEUS = (
     "ndintake serve needs prometheus-client for /metrics: pip install 'ndintake[server]' (or --no-metrics)"
 )
-#: Seconds a connection may take to send a request's headers.
-DEFAULT_HEADER_TIMEOUT = 10.0
-#: Open connections per worker, beyond which new ones are closed at once.
-DEFAULT_MAX_CONNECTIONS = 1000
+__all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "MISSING_UVICORN", "add_arguments", "serve"]
 #: Descriptors kept free for the sink, logs and files beyond the connections.
 _SPARE_DESCRIPTORS = 64
 
@@ -38,105 +37,21 @@ logger = logging.getLogger("ndintake.server")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``serve`` subcommand's options."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    """The ``serve`` subcommand's options (see ``_config.py``: each also from
+    an environment variable and the ``--config`` file)."""
     parser.add_argument(
-        "--port",
-        type=port_number,
-        default=8200,
-        help="port (default 8200, APM Server's; 0: any free port)",
+        "--config",
+        metavar="FILE",
+        help="read options from this TOML file (default: $NDINTAKE_CONFIG, if set); "
+        "flags, then NDINTAKE_* environment variables, take precedence",
     )
     parser.add_argument(
-        "--sink",
-        default="jsonl:events.jsonl",
-        metavar="SINK",
-        help=f"where accepted events go: {SINK_SPELLINGS} (default jsonl:events.jsonl, appended to)",
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML (secrets masked) and exit",
     )
-    parser.add_argument("--secret-token", metavar="T", help="require 'Authorization: Bearer T'")
-    parser.add_argument(
-        "--api-key",
-        action="append",
-        default=[],
-        metavar="K",
-        help="accept 'Authorization: ApiKey base64(K)' (or 'ApiKey K') and, for prodlytics, "
-        "'DD-API-KEY: K'; repeatable",
-    )
-    parser.add_argument(
-        "--rate-limit",
-        type=positive_float,
-        metavar="N",
-        help="events per second per client IP for anonymous requests (burst 3N); default: no limit",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"per-request timeout (default {DEFAULT_TIMEOUT:g} s; 0: none)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=positive_int,
-        default=1,
-        metavar="N",
-        help="worker processes sharing the port (default 1)",
-    )
-    parser.add_argument(
-        "--max-concurrent-decoders",
-        type=positive_int,
-        default=DEFAULT_MAX_CONCURRENT_DECODERS,
-        metavar="N",
-        help=f"intake requests reading their body at once, per worker (default {DEFAULT_MAX_CONCURRENT_DECODERS})",
-    )
-    parser.add_argument(
-        "--admission-wait",
-        type=non_negative_float,
-        default=DEFAULT_ADMISSION_WAIT,
-        metavar="S",
-        help=f"how long a request waits for a decoder before 503 (default {DEFAULT_ADMISSION_WAIT:g} s)",
-    )
-    parser.add_argument(
-        "--header-timeout",
-        type=positive_float,
-        default=DEFAULT_HEADER_TIMEOUT,
-        metavar="S",
-        help=f"close connections that take longer to send request headers (default {DEFAULT_HEADER_TIMEOUT:g} s)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=positive_int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        metavar="N",
-        help=f"open connections per worker; more are closed at once (default {DEFAULT_MAX_CONNECTIONS}, "
-        "lowered to fit the descriptor limit)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=non_negative_float,
-        default=10.0,
-        metavar="S",
-        help="on SIGINT/SIGTERM, wait this long for requests in flight (default 10 s)",
-    )
-    parser.add_argument(
-        "--loop",
-        default="asyncio",
-        choices=["asyncio", "uvloop"],
-        help="event loop (default asyncio: under overload uvloop left connections waiting in the accept "
-        "queue for seconds; see README)",
-    )
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument(
-        "--log-format",
-        default="text",
-        choices=["text", "json"],
-        help="text (default) or json: one JSON object per line, on stderr",
-    )
-    parser.add_argument(
-        "--no-metrics",
-        dest="metrics",
-        action="store_false",
-        help="do not answer GET /metrics (Prometheus text format; on by default)",
-    )
+    parser.add_argument("--version", action="version", version=f"ndintake {__version__}")
+    add_options(parser)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -167,6 +82,15 @@ def _descriptor_budget(wanted: int) -> int:
 def serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     try:
+        sources = resolve(args, os.environ)
+    except ConfigError as exc:
+        print(f"ndintake serve: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        sys.stdout.write(render(args, sources))
+        sys.stdout.flush()
+        return 0
+    try:
         import uvicorn  # noqa: F401
     except ImportError:
         print(MISSING_UVICORN, file=sys.stderr)
@@ -174,6 +98,12 @@ def serve(args: argparse.Namespace) -> int:
     if args.metrics and find_spec("prometheus_client") is None:
         print(MISSING_PROMETHEUS, file=sys.stderr)
         return 2
+    if args.ssl_certfile:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"ndintake serve: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
+            return 2
     try:
         sink = open_sink(args.sink)  # checked here, so a bad spelling is exit 2 before anything starts
     except (ValueError, OSError, ImportError) as exc:
@@ -188,7 +118,8 @@ def serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     workers = f", {args.workers} workers" if args.workers > 1 else ""
-    print(f"ndintake: listening on http://{shown}:{port} (sink: {args.sink}{workers})", file=sys.stderr, flush=True)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"ndintake: listening on {scheme}://{shown}:{port} (sink: {args.sink}{workers})", file=sys.stderr, flush=True)
     try:
         if args.workers == 1:
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: its own values
@@ -218,8 +149,15 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
 
     authenticator = None
     if args.secret_token or args.api_key:
-        authenticator = Authenticator(secret_token=args.secret_token, api_keys=args.api_key)
-    limiter = RateLimiter(args.rate_limit) if args.rate_limit else None
+        authenticator = Authenticator(
+            secret_token=args.secret_token,
+            api_keys=args.api_key,
+            anonymous_rum=args.anonymous,
+            allow_agent=args.anonymous_allow_agent,
+            allow_service=args.anonymous_allow_service,
+        )
+    limiter = RateLimiter(args.rate_limit, max_clients=args.rate_limit_ips) if args.rate_limit else None
+    limits = Limits(max_event_size=args.max_event_size, max_body_size=args.max_body_size)
     metrics = None
     if args.metrics:
         from ._metrics import Metrics
@@ -230,9 +168,11 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         authenticator=authenticator,
         rate_limiter=limiter,
         timeout=args.timeout or None,
+        limits={"apm": limits, "rum": limits},
         max_concurrent_decoders=args.max_concurrent_decoders,
         admission_wait=args.admission_wait,
         metrics=metrics,
+        allow_origins=args.allow_origin,
     )
     app.shutdown_timeout = 1.0  # uvicorn has already waited --grace for the requests in flight
     config = uvicorn.Config(
@@ -243,6 +183,8 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         timeout_graceful_shutdown=max(1, round(args.grace)),
         http=http_protocol(args.header_timeout, args.max_connections),
         loop=event_loop(args.loop),
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:

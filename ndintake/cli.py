@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import _check
+from . import __version__, _check
 from ._cliargs import content_encoding, positive_int
 from ._decode import SUPPORTED_ENCODINGS
 from ._profiles import PROFILES
@@ -17,6 +17,8 @@ from ._serve import serve
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndintake", description="Validate event intake bodies.")
+    version = f"ndintake {__version__}"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
         "check",
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the protocol: apm (Elastic APM intake v2, default), rum (RUM v2/v3 routes; read as apm), "
         "prodlytics (Datadog Product Analytics: JSON items or arrays, no metadata line)",
     )
+    check.add_argument("--version", action="version", version=version)
     check.add_argument(
         "--encoding",
         default="auto",

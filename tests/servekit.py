@@ -38,7 +38,7 @@ class ServeProcess:
         self._pumping = threading.Thread(target=self._pump, daemon=True)
         self._pumping.start()
         line = self._next_line(15)
-        assert "listening on http://" in line, line
+        assert "listening on http://" in line or "listening on https://" in line, line
         self.url = line.split("listening on ", 1)[1].split(" ", 1)[0]
         self.port = int(self.url.rsplit(":", 1)[1])
 

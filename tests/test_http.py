@@ -459,7 +459,7 @@ def test_api_key_without_keys_configured_fails() -> None:
 
 @pytest.mark.parametrize("anonymous_rum", [True, False])
 def test_rum_requests_without_credentials(anonymous_rum: bool) -> None:
-    intake = Intake(authenticator=Authenticator(secret_token="t", anonymous_rum=anonymous_rum))
+    intake = Intake(authenticator=Authenticator(secret_token="t", anonymous_rum=anonymous_rum, allow_agent=()))
     out = drive(intake, request(path="/intake/v2/rum/events", headers=NDJSON), [ERRORS])
     assert out.response.status == (202 if anonymous_rum else 401)
     wrong = drive(intake, request(path="/intake/v2/rum/events", headers={"Authorization": "Bearer x"}), [ERRORS])
