@@ -73,11 +73,20 @@ class ServeProcess:
             self.proc.wait(5)
 
 
-def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+def request(method: str, port: int, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request on a connection of its own: (status, body)."""
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
     try:
-        conn.request("POST", path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    return request("POST", port, path, body, headers)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    return request("GET", port, path)

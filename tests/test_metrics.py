@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import http.client
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ from ndintake.wsgi import IntakeWSGI
 from ndintake import Limits
 
 from httpkit import NDJSON, FakeClock, Recorder, body_of, call_asgi, call_wsgi, drive, request
-from servekit import LOOPBACK, ServeProcess, post
+from servekit import LOOPBACK, ServeProcess, get, post
 
 ERRORS = body_of("intake-v2/errors.ndjson")  # 5 errors
 EVENTS = body_of("intake-v2/events.ndjson")  # events of 4 kinds
@@ -215,16 +214,6 @@ def test_every_non_202_answer_is_logged_exactly_once(caplog: pytest.LogCaptureFi
 
 
 # -- ndintake serve ----------------------------------------------------------------------
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 @pytest.mark.e2e
