@@ -13,6 +13,7 @@ import fastjsonschema
 import orjson
 
 from ._errors import NdintakeError
+from ._isset import SET_MARK, fields_set, is_set, rewrite
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -58,7 +59,18 @@ def schema_files() -> Traversable:
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``)."""
+    """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``) as
+    validated: for the APM and RUM v3 schemas, with APM Server's "a nested object
+    is validated only when set" rules written in (see ``_isset``)."""
+    schema = raw_schema(name)
+    if name.startswith(("apm/", "rumv3/")):
+        return rewrite(schema)
+    return schema
+
+
+@cache
+def raw_schema(name: str) -> dict[str, Any]:
+    """The schema file ``ndintake/schemas/<name>.json`` as written."""
     path = schema_files().joinpath(*f"{name}.json".split("/"))
     try:
         schema: dict[str, Any] = orjson.loads(path.read_bytes())
@@ -136,7 +148,7 @@ class Validator:
         schema = load_schema(self.schema_name)
         if self.label is None or schema.get("required"):
             return schema
-        return {"allOf": [schema, _SOME_FIELD_SET]}
+        return {"allOf": [schema, {"type": "object"}, fields_set(raw_schema(self.schema_name))]}
 
     def refusal(self, value: Any, *, explain: bool = True) -> str | None:
         """Called when the fast check refused ``value``: None if fastjsonschema accepts
@@ -149,7 +161,7 @@ class Validator:
                 return f"validation error: '{self.label}' required"
             where = f"{self.label}: " if self.label is not None else ""
             return f"decode error: data read error: {where}expected an object, got {_json_type(value)}"
-        if self.label is not None and not _is_set(value):
+        if self.label is not None and not is_set(value, raw_schema(self.schema_name)):
             return f"validation error: '{self.label}' required" if explain else ""
         if not explain:
             if _BACKEND == "fastjsonschema":
@@ -162,10 +174,6 @@ class Validator:
         except fastjsonschema.JsonSchemaValueException as exc:
             return _message(self.label, exc)
         return None
-
-
-#: "Not every field is null" (an empty object has no field set either).
-_SOME_FIELD_SET = {"not": {"additionalProperties": {"type": "null"}}}
 
 
 @cache
@@ -195,14 +203,6 @@ def lines_accept(
     return _accept_function({"type": "array", "items": line}, "jsonschema-rs")
 
 
-def _is_set(value: dict[str, Any]) -> bool:
-    """True if any field is set (not null): what upstream calls "set"."""
-    for field_value in value.values():
-        if field_value is not None:
-            return True
-    return False
-
-
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -225,6 +225,8 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
     path = _path(label, exc.name or "data")
     rule, definition, value = exc.rule, exc.definition or {}, exc.value
     at = "".join(f"{part}: " for part in path)
+    if definition.get("$comment") == SET_MARK and path:  # a required object with nothing set
+        return "validation error: " + "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}' required"
     if rule == "required":
         present = value if isinstance(value, dict) else {}
         missing = next((k for k in definition.get("required", ()) if k not in present), "?")

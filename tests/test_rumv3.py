@@ -26,7 +26,7 @@ X = {
     "y": [SPAN, {**SPAN, "id": "bbbbbbbbbbbbbbbb", "pi": 0}],
     "me": [
         {"y": {"t": "external"}, "sa": {"ysc": {"v": 1}, "yss": {"v": 2}}},
-        {"sa": {}},  # no span self-time: dropped, as upstream
+        {"sa": {"ysc": {"v": 1}}},  # no span: dropped, as upstream (an unset "sa" is refused: issue 12)
     ],
 }
 

@@ -1,0 +1,132 @@
+"""APM Server validates a nested object only when it is *set*: the rules of the
+Go decoders (elastic/apm-data ``input/elasticapm/internal/modeldecoder``, the
+generated ``IsSet()`` and ``validate()`` methods of ``model_generated.go``),
+written into the APM and RUM v3 JSON Schemas when they are loaded.
+
+What "set" means, per Go type (``IsSet()`` and ``nullable/nullable.go``):
+
+- a scalar (``nullable.String``, ``Int``, ``Float64``, ``Bool``, ``Interface``,
+  ``HTTPHeader``, timestamps): any value but null (``""`` and ``{}`` headers
+  count as set);
+- a map (``map[string]any``: labels, tags, custom, cookies, env, marks): at
+  least one entry;
+- a slice: at least one element;
+- a struct (a schema with ``properties``): one of its *known* fields is set
+  (unknown keys are ignored by the decoder).
+
+The rewrite, applied to every object schema with ``properties``:
+
+- an optional struct field is checked only when set (``if`` set ``then`` its
+  rules); a value of the wrong type is "set" and still fails its ``type``;
+- a required struct field must be set (``'span_count' required`` upstream),
+  through a sub-schema marked :data:`SET_MARK`;
+- a "requires at least one of" ``anyOf`` counts a struct branch only when set.
+
+Array items are rewritten inside but not wrapped: a slice element is always
+validated. Everything else in the files is kept as written.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+#: ``$comment`` of the sub-schema that says a required struct field is set; the
+#: message builder words its failure as upstream's ``'<field>' required``.
+SET_MARK = "ndintake: set"
+
+#: Fields that are ``nullable.HTTPHeader`` (set when not null, even ``{}``).
+_HEADER_KEYS = frozenset({"headers", "he"})
+
+
+def _types(schema: dict[str, Any]) -> list[str]:
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _is_struct(schema: dict[str, Any]) -> bool:
+    return isinstance(schema.get("properties"), dict) and "object" in _types(schema)
+
+
+def set_condition(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of field ``key`` (of ``schema``) is set."""
+    types = _types(schema)
+    if _is_struct(schema):
+        then = fields_set(schema)
+        return {"not": {"type": "null"}, "if": {"type": "object"}, "then": then}
+    if "object" in types and key not in _HEADER_KEYS and "string" not in types:
+        return {"not": {"type": "null"}, "if": {"type": "object"}, "then": {"minProperties": 1}}
+    if "array" in types:
+        return {"not": {"type": "null"}, "if": {"type": "array"}, "then": {"minItems": 1}}
+    return {"not": {"type": "null"}}
+
+
+def fields_set(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true for an object with one of the known fields of ``schema``
+    set (and, vacuously, for any value that is not an object)."""
+    branches = [
+        {"required": [key], "properties": {key: set_condition(key, sub)}}
+        for key, sub in schema.get("properties", {}).items()
+    ]
+    if not branches:  # no known field: never set
+        return {"not": {"type": "object"}}
+    return {"anyOf": branches}
+
+
+def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with upstream's "validated only when set" rules (a copy)."""
+    return _rewrite(copy.deepcopy(schema))
+
+
+def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
+    items = schema.get("items")
+    if isinstance(items, dict):
+        schema["items"] = _rewrite(items)
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return schema
+    originals = dict(properties)
+    required = set(schema.get("required", ()))
+    for key, sub in originals.items():
+        if not isinstance(sub, dict):
+            continue
+        if not _is_struct(sub):
+            properties[key] = _rewrite(sub)
+            continue
+        rules = _rewrite({k: v for k, v in sub.items() if k not in ("type", "description")})
+        wrapped: dict[str, Any] = {"type": sub["type"]}
+        if key in required:
+            mark = {"$comment": SET_MARK, "not": {"type": "null"}, **fields_set(sub)}
+            wrapped["allOf"] = [mark, rules]
+        else:
+            wrapped["if"] = fields_set(sub)
+            wrapped["then"] = rules
+        properties[key] = wrapped
+    for branch in schema.get("anyOf", ()):
+        if set(branch) <= {"required", "properties"}:
+            for key in branch.get("properties", {}):
+                if key in originals and _is_struct(originals[key]):
+                    branch["properties"][key] = set_condition(key, originals[key])
+    return schema
+
+
+def is_set(value: Any, schema: dict[str, Any]) -> bool:
+    """True when ``value`` (an object under ``schema``) has a known field set."""
+    if not isinstance(value, dict):
+        return value is not None
+    for key, sub in schema.get("properties", {}).items():
+        field = value.get(key)
+        if field is None:
+            continue
+        if isinstance(field, dict) and _is_struct(sub):
+            if is_set(field, sub):
+                return True
+        elif isinstance(field, dict) and "object" in _types(sub) and key not in _HEADER_KEYS and "string" not in _types(sub):
+            if field:
+                return True
+        elif isinstance(field, list) and "array" in _types(sub):
+            if field:
+                return True
+        else:
+            return True
+    return False
