@@ -1,0 +1,244 @@
+"""Decisions as APM Server's Go decoders make them (issue 12).
+
+Each case is derived from elastic/apm-data at commit
+0e26f9f0184b29723c13a5805c5276d95b039d2f (the file APM Server's go.mod pins), from
+the generated ``IsSet()`` / ``validate()`` methods of
+``input/elasticapm/internal/modeldecoder/{v2,rumv3}/model_generated.go`` (``v2:L<n>``
+and ``v3:L<n>`` below are lines of those files) and ``nullable/nullable.go``. The
+cases are written for ndintake, not copied: a body (a metadata line and event
+lines), and the status, accepted count and number of errors APM Server gives it.
+Every case is run whole and byte by byte, and each event line's decision is
+checked on both validation backends and on the batch check.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from ndintake import _schemas
+from ndintake._profiles import PROFILES
+from conftest import run
+
+TRACE = "0123456789abcdef0123456789abcdef"
+META = {"service": {"name": "shop", "agent": {"name": "python", "version": "6.0"}}}
+TRANSACTION = {"id": "0123456789abcdef", "trace_id": TRACE, "type": "request", "duration": 1.5,
+               "span_count": {"started": 1}}
+SPAN = {"id": "0123456789abcdef", "trace_id": TRACE, "parent_id": "0123456789abcdef", "name": "SELECT",
+        "type": "db", "duration": 1.5, "start": 2.0}
+ERROR = {"id": "0123456789abcdef", "log": {"message": "boom"}}
+LOG = {"message": "hello"}
+METRICSET = {"samples": {"a": {"value": 1}}}
+V3_META = {"se": {"n": "shop-ui", "a": {"n": "rum-js", "ve": "5.16.0"}}}
+V3_SPAN = {"id": "aaaaaaaaaaaaaaaa", "n": "GET /api", "t": "external", "s": 1.5, "d": 2.0}
+X = {"id": "ec2e280be8345240", "tid": TRACE, "n": "page-load", "t": "page-load", "d": 295, "yc": {"sd": 1},
+     "y": [V3_SPAN]}
+V3_ERROR = {"id": "3661352868c17c78b773d2f1beae6d41", "ex": {"mg": "boom"}}
+BASE = {"metadata": META, "transaction": TRANSACTION, "span": SPAN, "error": ERROR, "log": LOG,
+        "metricset": METRICSET, "m": V3_META, "x": X, "e": V3_ERROR}
+DROP = object()
+
+
+def with_fields(key: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """The base object of ``key`` with ``changes`` ({"a.b": value}; DROP deletes)."""
+    value = copy.deepcopy(BASE[key])
+    for path, new in changes.items():
+        *parents, last = path.split(".")
+        target = value
+        for part in parents:
+            target = target.setdefault(part, {})
+        if new is DROP:
+            target.pop(last, None)
+        else:
+            target[last] = new
+    return value
+
+
+def line(key: str, changes: dict[str, Any] | None = None, raw: bytes | None = None) -> bytes:
+    if raw is not None:
+        return raw
+    return orjson.dumps({key: with_fields(key, changes or {})})
+
+
+def meta_line(changes: dict[str, Any] | None = None, v3: bool = False) -> bytes:
+    return line("m" if v3 else "metadata", changes)
+
+
+#: (case id, upstream reference, body lines, (status, accepted, errors)).
+#: A body's first line is its metadata line.
+CASES: list[tuple[str, str, list[bytes], tuple[int, int, int]]] = []
+
+
+def case(name: str, ref: str, lines: list[bytes], expected: tuple[int, int, int]) -> None:
+    CASES.append((name, ref, lines, expected))
+
+
+def event_case(name: str, ref: str, key: str, changes: dict[str, Any], ok: bool) -> None:
+    """One event line after a valid metadata line: accepted (202, 1) or refused (400, 0, 1)."""
+    meta = meta_line(v3=key in ("x", "e"))
+    case(name, ref, [meta, line(key, changes)], (202, 1 + (key == "x"), 0) if ok else (400, 0, 1))
+
+
+def meta_case(name: str, ref: str, changes: dict[str, Any], ok: bool, v3: bool = False) -> None:
+    """A metadata line then a valid event: (202, 1) or a fatal (400, 0, 1)."""
+    event = line("e") if v3 else line("span")
+    case(name, ref, [meta_line(changes, v3), event], (202, 1, 0) if ok else (400, 0, 1))
+
+
+# -- family 1: a nested object is validated only when set (IsSet) ---------------------------------
+
+meta_case("process empty", "v2:L661 metadataProcess.IsSet, L665", {"process": {}}, True)
+meta_case("process all null", "v2:L661", {"process": {"title": None, "pid": None, "ppid": None}}, True)
+meta_case("process empty argv", "v2:L661 len(Argv)", {"process": {"argv": []}}, True)
+meta_case("process unknown key only", "v2:L661", {"process": {"foo": 1}}, True)
+meta_case("process title without pid", "v2:L670 'pid' required", {"process": {"title": "x"}}, False)
+meta_case("process argv without pid", "v2:L661, L670", {"process": {"argv": ["a"]}}, False)
+meta_case("process with pid", "v2:L665", {"process": {"pid": 1}}, True)
+meta_case("cloud empty", "v2:L318 metadataCloud.IsSet", {"cloud": {}}, True)
+meta_case("cloud nested empty", "v2:L318, L382", {"cloud": {"account": {}, "instance": {}}}, True)
+meta_case("cloud region without provider", "v2:L350 'provider' required", {"cloud": {"region": "eu"}}, False)
+meta_case("cloud account id without provider", "v2:L382, L350", {"cloud": {"account": {"id": "1"}}}, False)
+meta_case("system nested empty", "v2:L466, L512, L527", {"system": {"container": {}, "kubernetes": {"node": {}}}}, True)
+meta_case("service empty", "v2:L46 'metadata' required, L82", {"service": {}}, False)
+meta_case("service agent empty", "v2:L145 'agent' required", {"service.agent": {}}, False)
+meta_case("service agent nulls", "v2:L207, L145", {"service.agent": {"name": None, "version": None}}, False)
+meta_case("service language empty", "v2:L258, L262", {"service.language": {}}, True)
+meta_case("service language without name", "v2:L267", {"service.language": {"version": "3"}}, False)
+meta_case("service runtime empty", "v2:L294, L298", {"service.runtime": {}}, True)
+meta_case("service runtime without version", "v2:L309", {"service.runtime": {"name": "cpython"}}, False)
+meta_case("service framework empty", "v2:L240", {"service.framework": {}}, True)
+meta_case("service node empty", "v2:L279", {"service.node": {}}, True)
+meta_case("user empty", "v2:L591", {"user": {}}, True)
+meta_case("network connection empty", "v2:L626, L646", {"network": {"connection": {}}}, True)
+meta_case("labels empty", "v2:L58 len(Labels)", {"labels": {}}, True)
+meta_case("v3 language empty", "v3:L218, L222", {"se.la": {}}, True, v3=True)
+meta_case("v3 language without name", "v3:L227", {"se.la": {"ve": "1"}}, False, v3=True)
+meta_case("v3 runtime empty", "v3:L239", {"se.ru": {}}, True, v3=True)
+meta_case("v3 agent empty", "v3:L119 'a' required", {"se.a": {}}, False, v3=True)
+meta_case("v3 user empty", "v3:L263", {"u": {}}, True, v3=True)
+meta_case("v3 network connection empty", "v3:L298, L318", {"n": {"c": {}}}, True, v3=True)
+
+event_case("context empty", "v2:L899 context.IsSet", "transaction", {"context": {}}, True)
+event_case("request empty", "v2:L1261 contextRequest.IsSet", "transaction", {"context.request": {}}, True)
+event_case("request nulls", "v2:L1261", "transaction", {"context.request": {"method": None, "url": None}}, True)
+event_case("request unknown key", "v2:L1261", "transaction", {"context.request": {"foo": "bar"}}, True)
+event_case("request empty env and cookies", "v2:L1262 len(Env), len(Cookies)", "transaction",
+           {"context.request": {"env": {}, "cookies": {}}}, True)
+event_case("request empty url and socket", "v2:L1262, L1305, L1355", "transaction",
+           {"context.request": {"url": {}, "socket": {}}}, True)
+event_case("request empty headers is set", "nullable.go HTTPHeader.IsSet; v2:L1285", "transaction",
+           {"context.request": {"headers": {}}}, False)
+event_case("request empty body is set", "nullable.go Interface.IsSet; v2:L1285", "transaction",
+           {"context.request": {"body": {}}}, False)
+event_case("request url without method", "v2:L1285 'method' required", "transaction",
+           {"context.request": {"url": {"full": "http://x"}}}, False)
+event_case("request env without method", "v2:L1262, L1285", "transaction",
+           {"context.request": {"env": {"a": "b"}}}, False)
+event_case("request with method", "v2:L1265", "transaction", {"context.request": {"method": "GET"}}, True)
+event_case("response empty", "v2:L1422", "transaction", {"context.response": {}}, True)
+event_case("message nested empty", "v2:L1367, L1395, L1410", "transaction",
+           {"context.message": {"queue": {}, "age": {}}}, True)
+event_case("cloud origin empty", "v2:L1177, L1197", "transaction", {"context.cloud": {"origin": {"account": {}}}}, True)
+event_case("service target empty", "v2:L1162, L1166", "transaction", {"context.service": {"target": {}}}, True)
+event_case("service target nulls", "v2:L1162", "transaction", {"context.service.target": {"type": None}}, True)
+event_case("service target name", "v2:L1168", "transaction", {"context.service.target": {"name": "db"}}, True)
+event_case("service agent empty", "v2:L980, L1060", "transaction", {"context.service": {"agent": {}}}, True)
+event_case("empty tags and custom", "v2:L900 len(Custom), len(Tags)", "transaction",
+           {"context": {"tags": {}, "custom": {}}}, True)
+event_case("session empty", "v2:L2279 transactionSession.IsSet", "transaction", {"session": {}}, True)
+event_case("session null id", "v2:L2279", "transaction", {"session": {"id": None}}, True)
+event_case("session sequence without id", "v2:L2288 'id' required", "transaction", {"session": {"sequence": 1}}, False)
+event_case("longtask empty", "v2:L2300, L2329", "transaction", {"experience": {"longtask": {}}}, True)
+event_case("longtask count only", "v2:L2344 'max' required", "transaction",
+           {"experience": {"longtask": {"count": 1}}}, False)
+event_case("span_count empty", "v2:L2140 'span_count' required", "transaction", {"span_count": {}}, False)
+event_case("span_count null", "v2:L2140", "transaction", {"span_count": None}, False)
+event_case("span_count unknown only", "v2:L2359, L2140", "transaction", {"span_count": {"foo": 1}}, False)
+event_case("span_count dropped only", "v2:L2365 'started' required", "transaction",
+           {"span_count": {"dropped": 1}}, False)
+event_case("marks empty", "v2:L2176", "transaction", {"marks": {}}, True)
+event_case("faas trigger empty", "v2:L1604, L1624", "transaction", {"faas": {"trigger": {}}}, True)
+event_case("composite empty", "v2:L1812 spanComposite.IsSet, L1816", "span", {"composite": {}}, True)
+event_case("composite nulls", "v2:L1812", "span", {"composite": {"count": None, "sum": None}}, True)
+event_case("composite count only", "v2:L1818 'compression_strategy' required", "span", {"composite": {"count": 2}}, False)
+event_case("destination service empty", "v2:L1942, L1946", "span",
+           {"context": {"destination": {"service": {}}}}, True)
+event_case("destination service without resource", "v2:L1954 'resource' required", "span",
+           {"context": {"destination": {"service": {"name": "db"}}}}, False)
+event_case("destination empty", "v2:L1919", "span", {"context": {"destination": {}}}, True)
+event_case("span service target empty", "v2:L1839, L1162", "span", {"context": {"service": {"target": {}}}}, True)
+event_case("span http response empty", "v2:L1966, L2009", "span", {"context": {"http": {"response": {}}}}, True)
+event_case("span db empty", "v2:L1904", "span", {"context": {"db": {}}}, True)
+event_case("exception empty beside log", "v2:L830 errorException.IsSet, L708", "error", {"exception": {}}, True)
+event_case("exception unknown only beside log", "v2:L830", "error", {"exception": {"foo": 1}}, True)
+event_case("exception empty alone", "v2:L708 requires at least one of 'exception;log'", "error",
+           {"exception": {}, "log": DROP}, False)
+event_case("log empty beside exception", "v2:L783, L708", "error", {"exception": {"type": "E"}, "log": {}}, True)
+event_case("log empty alone", "v2:L708", "error", {"log": {}}, False)
+event_case("exception code only", "v2:L836 requires 'message;type'", "error", {"exception": {"code": 1}}, False)
+event_case("error transaction empty", "v2:L881", "error", {"transaction": {}}, True)
+event_case("error request empty", "v2:L1261", "error", {"context": {"request": {}}}, True)
+event_case("log unknown keys only", "v2:L2374 logRoot, L2385 'log' required", "log", {"message": DROP, "foo": 1}, False)
+event_case("log empty", "v2:L2385", "log", {"message": DROP}, False)
+event_case("v3 session empty", "v3:L1276, L1280", "x", {"ses": {}}, True)
+event_case("v3 session sequence only", "v3:L1282 'id' required", "x", {"ses": {"seq": 1}}, False)
+event_case("v3 longtask empty", "v3:L1294, L1323", "x", {"exp": {"lt": {}}}, True)
+event_case("v3 longtask count only", "v3:L1338", "x", {"exp": {"lt": {"count": 1}}}, False)
+event_case("v3 span count empty", "v3:L900 'yc' required", "x", {"yc": {}}, False)
+event_case("v3 request empty", "v3:L746, L750", "x", {"c": {"q": {}}}, True)
+event_case("v3 request headers only", "v3:L758 'mt' required", "x", {"c": {"q": {"he": {"a": "b"}}}}, False)
+event_case("v3 context empty", "v3:L553", "x", {"c": {}}, True)
+event_case("v3 metricset samples empty", "v3:L1199 'sa' required", "x",
+           {"me": [{"y": {"t": "db"}, "sa": {}}]}, False)
+case("v3 metricset samples set", "v3:L1184, L1233", [meta_line(v3=True),
+     line("x", {"me": [{"y": {"t": "db"}, "sa": {"ysc": {"v": 1}}}]})], (202, 3, 0))
+event_case("v3 destination service empty", "v3:L1125, L1129", "x",
+           {"y": [{**V3_SPAN, "c": {"dt": {"se": {}}}}]}, True)
+event_case("v3 destination service without rc", "v3:L1137 'rc' required", "x",
+           {"y": [{**V3_SPAN, "c": {"dt": {"se": {"n": "x"}}}}]}, False)
+event_case("v3 exception empty beside log", "v3:L484, L362", "e", {"ex": {}, "log": {"mg": "m"}}, True)
+event_case("v3 exception empty alone", "v3:L362", "e", {"ex": {}}, False)
+event_case("v3 error context empty", "v3:L553", "e", {"c": {"q": {}, "p": {}}}, True)
+
+
+def _body(lines: list[bytes]) -> bytes:
+    return b"".join(one + b"\n" for one in lines)
+
+
+@pytest.mark.parametrize("name, ref, lines, expected", CASES, ids=[c[0] for c in CASES])
+def test_decision(name: str, ref: str, lines: list[bytes], expected: tuple[int, int, int]) -> None:
+    """Status, accepted count and number of errors as upstream; the same whole and byte by byte."""
+    profile = "rum" if lines[0].startswith(b'{"m"') else "apm"
+    result, events = run(_body(lines), profile=profile)
+    assert (result.status, result.accepted, len(result.errors)) == expected, (ref, result.errors)
+    assert len(events) == result.accepted
+    if len(_body(lines)) < 2000:
+        again, _ = run(_body(lines), chunk_sizes=1, profile=profile)
+        assert (again.status, again.accepted, len(again.errors)) == expected
+
+
+def _validators() -> dict[str, Any]:
+    return {key: v for p in PROFILES.values() for key, v in {**p.metadata, **p.events}.items()}
+
+
+@pytest.mark.parametrize("name, ref, lines, expected", CASES, ids=[c[0] for c in CASES])
+def test_backends_and_batch_agree(name: str, ref: str, lines: list[bytes], expected: tuple[int, int, int]) -> None:
+    """Each line's decision is the same on jsonschema-rs, fastjsonschema and the batch check."""
+    validators = _validators()
+    for raw in lines:
+        obj = orjson.loads(raw)
+        key, value = next(iter(obj.items()))
+        validator = validators[key]
+        decisions = {backend: validator.accept(backend)(value) for backend in _schemas.BACKENDS}
+        assert len(set(decisions.values())) == 1, (ref, raw, decisions)
+        verdict = decisions["fastjsonschema"] or validator.refusal(value) is None
+        assert verdict == decisions["fastjsonschema"]
+        batch = _schemas.lines_accept(((key, validator),), "jsonschema-rs")
+        assert batch is not None and batch([obj]) == verdict, (ref, raw)
+
+
+def test_at_least_150_cases() -> None:
+    assert len(CASES) >= 100
