@@ -235,8 +235,8 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
         fields = ";".join(f for branch in definition["anyOf"] for f in branch.get("required", ()))
         return f"validation error: {at}requires at least one of the fields '{fields}'"
     argument = definition.get(rule, "") if rule else ""
-    if isinstance(argument, list):
-        argument = ";".join(str(a) for a in argument)
+    if isinstance(argument, list):  # an enum: upstream checks only non-empty values, null is unset
+        argument = ";".join(str(a) for a in argument if a is not None and a != "")
     elif isinstance(argument, dict):
         argument = ""
     if path:

@@ -204,6 +204,36 @@ event_case("v3 exception empty alone", "v3:L362", "e", {"ex": {}}, False)
 event_case("v3 error context empty", "v3:L553", "e", {"c": {"q": {}, "p": {}}}, True)
 
 
+# -- family 2: an enum is checked only for a non-empty value --------------------------------------
+
+event_case("transaction outcome empty", "v2:L2102 Outcome.Val != \"\"", "transaction", {"outcome": ""}, True)
+event_case("transaction outcome null", "v2:L2102", "transaction", {"outcome": None}, True)
+event_case("transaction outcome success", "v2:L2104 enumOutcome", "transaction", {"outcome": "success"}, True)
+event_case("transaction outcome other", "v2:L2111 enum(enumOutcome)", "transaction", {"outcome": "ok"}, False)
+event_case("transaction outcome case", "v2:L2111", "transaction", {"outcome": "Success"}, False)
+event_case("span outcome empty", "v2:L1693", "span", {"outcome": ""}, True)
+event_case("span outcome unknown", "v2:L1693", "span", {"outcome": "unknown"}, True)
+event_case("span outcome other", "v2:L1702", "span", {"outcome": "fail"}, False)
+event_case("span outcome blank", "v2:L1702 (only \"\" skips the check)", "span", {"outcome": " "}, False)
+event_case("dropped spans stats outcome empty", "v2:L2214", "transaction",
+           {"dropped_spans_stats": [{"destination_service_resource": "db", "outcome": ""}]}, True)
+event_case("dropped spans stats outcome other", "v2:L2223", "transaction",
+           {"dropped_spans_stats": [{"destination_service_resource": "db", "outcome": "x"}]}, False)
+event_case("v3 outcome empty", "v3:L864", "x", {"o": ""}, True)
+event_case("v3 outcome failure", "v3:L864", "x", {"o": "failure"}, True)
+event_case("v3 outcome other", "v3:L873", "x", {"o": "bad"}, False)
+event_case("v3 span outcome empty", "v3:L991", "x", {"y": [{**V3_SPAN, "o": ""}]}, True)
+event_case("v3 span outcome other", "v3:L1000", "x", {"y": [{**V3_SPAN, "o": "bad"}]}, False)
+
+
+def test_enum_message_has_no_null() -> None:
+    """Upstream names the enum (``enum(enumOutcome)``); ndintake lists the values, never None."""
+    result, _ = run(_body([meta_line(), line("span", {"outcome": "fail"})]))
+    assert result.errors[0].message == (
+        "validation error: span: 'outcome': validation rule 'enum(success;failure;unknown)' violated"
+    )
+
+
 def _body(lines: list[bytes]) -> bytes:
     return b"".join(one + b"\n" for one in lines)
 
