@@ -227,6 +227,8 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
     at = "".join(f"{part}: " for part in path)
     if definition.get("$comment") == SET_MARK and path:  # a required object with nothing set
         return "validation error: " + "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}' required"
+    if definition.get("$comment") == "ndintake: timestamp" and rule == "pattern":  # as nullable.TimeMicrosUnix
+        return f"decode error: data read error: {at}failed to parse the provided time string"
     if rule == "required":
         present = value if isinstance(value, dict) else {}
         missing = next((k for k in definition.get("required", ()) if k not in present), "?")

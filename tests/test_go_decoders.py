@@ -226,6 +226,44 @@ event_case("v3 span outcome empty", "v3:L991", "x", {"y": [{**V3_SPAN, "o": ""}]
 event_case("v3 span outcome other", "v3:L1000", "x", {"y": [{**V3_SPAN, "o": "bad"}]}, False)
 
 
+# -- family 3: timestamps, as nullable.TimeMicrosUnix decodes them -------------------------------
+# nullable.go: supportedTSFormats (RFC 3339 with a Z07:00, Z0700 or Z07 offset) and the decoder
+# registered for nullable.TimeMicrosUnix (numbers: microseconds; strings: one of the formats,
+# else "failed to parse the provided time string"; any other type: a decode error).
+
+TS = "nullable.go TimeMicrosUnix decoder, supportedTSFormats"
+GOOD_TIMES = ["2023-05-01T10:11:12Z", "2023-05-01T10:11:12+02:00", "2023-05-01T10:11:12-0700",
+              "2023-05-01T10:11:12+05", "2023-05-01T10:11:12.123456Z", "2023-05-01T10:11:12,5Z",
+              "2024-02-29T23:59:59.999999999-03:30"]
+BAD_TIMES = ["yesterday", "", "2023-05-01", "2023-05-01 10:11:12Z", "2023-05-01T10:11:12",
+             "2023-13-01T10:11:12Z", "2023-02-30T10:11:12Z", "2023-05-01T24:00:00Z",
+             "2023-05-01t10:11:12z", "2023-05-01T10:11:12+2:00", "\u0662023-05-01T10:11:12Z"]
+for kind in ("transaction", "span", "error", "metricset"):
+    for when in GOOD_TIMES[:4] if kind != "transaction" else GOOD_TIMES:
+        event_case(f"{kind} timestamp {when}", TS, kind, {"timestamp": when}, True)
+    for when in BAD_TIMES[:3] if kind != "transaction" else BAD_TIMES:
+        event_case(f"{kind} timestamp {when!r}", TS + ": failed to parse", kind, {"timestamp": when}, False)
+    event_case(f"{kind} timestamp micros", TS + ": NumberValue", kind, {"timestamp": 1496170422281000}, True)
+    event_case(f"{kind} timestamp bool", TS + ": invalid input type", kind, {"timestamp": True}, False)
+event_case("span timestamp string instead of start", "v2:L1664 start;timestamp, " + TS, "span",
+           {"start": DROP, "timestamp": "2023-05-01T10:11:12Z"}, True)
+event_case("log @timestamp string", "v2:L972 @timestamp; " + TS, "log", {"@timestamp": "2023-05-01T10:11:12Z"}, True)
+event_case("log @timestamp micros", "v2:L972; " + TS, "log", {"@timestamp": 1496170422281000}, True)
+for when in BAD_TIMES[:6]:
+    event_case(f"log @timestamp {when!r}", "v2:L972; " + TS + ": failed to parse", "log", {"@timestamp": when}, False)
+event_case("v3 error timestamp string", "rumv3 model.go errorEvent.Timestamp; " + TS, "e",
+           {"timestamp": "2023-05-01T10:11:12Z"}, True)
+event_case("v3 error timestamp bad", TS + ": failed to parse", "e", {"timestamp": "now"}, False)
+
+
+def test_timestamp_message() -> None:
+    """Upstream makes an unparsable time string a decode error (nullable.go)."""
+    result, _ = run(_body([meta_line(), line("log", {"@timestamp": "yesterday"})]))
+    assert result.errors[0].message == (
+        "decode error: data read error: log: @timestamp: failed to parse the provided time string"
+    )
+
+
 def test_enum_message_has_no_null() -> None:
     """Upstream names the enum (``enum(enumOutcome)``); ndintake lists the values, never None."""
     result, _ = run(_body([meta_line(), line("span", {"outcome": "fail"})]))
