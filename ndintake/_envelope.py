@@ -57,7 +57,9 @@ def first_key(line: bytes) -> str:
 #: A JSON string escape that is an escaped backslash, a surrogate pair, or (group 1)
 #: a lone surrogate. Matching from the left keeps escapes aligned: ``\\ud800``
 #: is a backslash and the text "ud800".
-_ESCAPE = re.compile(rb"\\(?:\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2}))")
+_ESCAPE = re.compile(
+    rb"\\(?:\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2}))"
+)
 _STRING_ERRORS = ("str is not valid UTF-8", "no low surrogate", "invalid high surrogate", "invalid low surrogate")
 
 

@@ -48,13 +48,19 @@ def _is_struct(schema: dict[str, Any]) -> bool:
     return isinstance(schema.get("properties"), dict) and "object" in _types(schema)
 
 
+def _is_map(key: str, schema: dict[str, Any]) -> bool:
+    """A ``map[string]any`` field: set only with an entry (not headers, not ``Interface``)."""
+    types = _types(schema)
+    return "object" in types and "string" not in types and key not in _HEADER_KEYS and not _is_struct(schema)
+
+
 def set_condition(key: str, schema: dict[str, Any]) -> dict[str, Any]:
     """A schema true when the value of field ``key`` (of ``schema``) is set."""
     types = _types(schema)
     if _is_struct(schema):
         then = fields_set(schema)
         return {"not": {"type": "null"}, "if": {"type": "object"}, "then": then}
-    if "object" in types and key not in _HEADER_KEYS and "string" not in types:
+    if _is_map(key, schema):
         return {"not": {"type": "null"}, "if": {"type": "object"}, "then": {"minProperties": 1}}
     if "array" in types:
         return {"not": {"type": "null"}, "if": {"type": "array"}, "then": {"minItems": 1}}
@@ -121,10 +127,7 @@ def is_set(value: Any, schema: dict[str, Any]) -> bool:
         if isinstance(field, dict) and _is_struct(sub):
             if is_set(field, sub):
                 return True
-        elif isinstance(field, dict) and "object" in _types(sub) and key not in _HEADER_KEYS and "string" not in _types(sub):
-            if field:
-                return True
-        elif isinstance(field, list) and "array" in _types(sub):
+        elif isinstance(field, dict) and _is_map(key, sub) or isinstance(field, list) and "array" in _types(sub):
             if field:
                 return True
         else:
