@@ -229,6 +229,11 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
         return "validation error: " + "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}' required"
     if definition.get("$comment") == "ndintake: timestamp" and rule == "pattern":  # as nullable.TimeMicrosUnix
         return f"decode error: data read error: {at}failed to parse the provided time string"
+    comment = definition.get("$comment", "")
+    if rule == "pattern" and comment.startswith("ndintake: rule "):  # upstream's own rule name
+        named = comment[len("ndintake: rule ") :].split(":")[0]
+        parents = "".join(f"{part}: " for part in path[:-1])
+        return f"validation error: {parents}'{path[-1]}': validation rule '{named}' violated"
     if rule == "required":
         present = value if isinstance(value, dict) else {}
         missing = next((k for k in definition.get("required", ()) if k not in present), "?")

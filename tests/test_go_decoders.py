@@ -306,6 +306,26 @@ def test_string_read_as_upstream(what: str) -> None:
         assert events[0].raw == event_line
 
 
+# -- family 5 (part): a URL port given as a string must be an integer ----------------------------
+
+PORT = "v2:L1310-1317 contextRequestURL.validate: strconv.Atoi, 'targetType(int)'"
+for port, ok in [("443", True), ("+443", True), ("-1", True), ("0443", True), (443, True), (None, True),
+                 ("invalid", False), ("", False), (" 443", False), ("443 ", False), ("4.3", False),
+                 ("0x1bb", False), ("1_000", False)]:
+    event_case(f"transaction url port {port!r}", PORT, "transaction",
+               {"context": {"request": {"method": "GET", "url": {"port": port}}}}, ok)
+    event_case(f"error url port {port!r}", PORT, "error",
+               {"context": {"request": {"method": "GET", "url": {"port": port}}}}, ok)
+
+
+def test_port_message() -> None:
+    result, _ = run(_body([meta_line(), line("transaction", {"context": {"request": {"method": "GET",
+                                                                                       "url": {"port": "x"}}}})]))
+    assert result.errors[0].message == (
+        "validation error: transaction: context: request: url: 'port': validation rule 'targetType(int)' violated"
+    )
+
+
 def test_timestamp_message() -> None:
     """Upstream makes an unparsable time string a decode error (nullable.go)."""
     result, _ = run(_body([meta_line(), line("log", {"@timestamp": "yesterday"})]))
@@ -361,4 +381,4 @@ def test_backends_and_batch_agree(name: str, ref: str, lines: list[bytes], expec
 
 
 def test_at_least_150_cases() -> None:
-    assert len(CASES) >= 100
+    assert len(CASES) >= 150
