@@ -22,8 +22,9 @@ The rewrite, applied to every object schema with ``properties``:
   through a sub-schema marked :data:`SET_MARK`;
 - a "requires at least one of" ``anyOf`` counts a struct branch only when set.
 
-Array items are rewritten inside but not wrapped: a slice element is always
-validated. Everything else in the files is kept as written.
+- each element of a list of structs must be set (``<field> slice element
+  required``), through a sub-schema marked :data:`ELEMENT_MARK`, and is always
+  validated. Everything else in the files is kept as written.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from typing import Any
 #: ``$comment`` of the sub-schema that says a required struct field is set; the
 #: message builder words its failure as upstream's ``'<field>' required``.
 SET_MARK = "ndintake: set"
+#: ``$comment`` of the sub-schema that says a slice element is set (upstream's
+#: ``<field> slice element required``).
+ELEMENT_MARK = "ndintake: slice element"
 
 #: Fields that are ``nullable.HTTPHeader`` (set when not null, even ``{}``).
 _HEADER_KEYS = frozenset({"headers", "he"})
@@ -87,7 +91,11 @@ def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
 def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     items = schema.get("items")
     if isinstance(items, dict):
-        schema["items"] = _rewrite(items)
+        if _is_struct(items):  # each element must be set, then is validated
+            mark = {"$comment": ELEMENT_MARK, "not": {"type": "null"}, **fields_set(items)}
+            schema["items"] = {"allOf": [mark, _rewrite(items)]}
+        else:
+            schema["items"] = _rewrite(items)
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return schema

@@ -13,7 +13,7 @@ import fastjsonschema
 import orjson
 
 from ._errors import NdintakeError
-from ._isset import SET_MARK, fields_set, is_set, rewrite
+from ._isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -220,16 +220,28 @@ def _path(label: str | None, name: str) -> list[str]:
     return [label, *parts] if label is not None else parts
 
 
+def _required(path: list[str]) -> str:
+    """``validation error: <parents>: '<field>' required``."""
+    return "validation error: " + "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}' required"
+
+
 def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) -> str:
     """Say what failed and where, the way APM Server words it."""
     path = _path(label, exc.name or "data")
     rule, definition, value = exc.rule, exc.definition or {}, exc.value
-    at = "".join(f"{part}: " for part in path)
-    if definition.get("$comment") == SET_MARK and path:  # a required object with nothing set
-        return "validation error: " + "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}' required"
-    if definition.get("$comment") == "ndintake: timestamp" and rule == "pattern":  # as nullable.TimeMicrosUnix
-        return f"decode error: data read error: {at}failed to parse the provided time string"
     comment = definition.get("$comment", "")
+    if comment == ELEMENT_MARK and len(path) >= 2:  # path ends with the list and its index
+        return "validation error: " + "".join(f"{part}: " for part in path[:-2]) + f"{path[-2]} slice element required"
+    if label is not None:
+        if rule == "type" and value is None and path and not _INDEX.fullmatch(path[-1]):
+            # null is unset upstream: a field that may not be null is a required one
+            return _required([part for part in path if not _INDEX.fullmatch(part)])
+        path = [part for part in path if not _INDEX.fullmatch(part)]  # upstream's paths name no index
+    at = "".join(f"{part}: " for part in path)
+    if comment in (SET_MARK, "ndintake: required") and path:  # a required object or map with nothing set
+        return _required(path)
+    if comment == "ndintake: timestamp" and rule == "pattern":  # as nullable.TimeMicrosUnix
+        return f"decode error: data read error: {at}failed to parse the provided time string"
     if rule == "pattern" and comment.startswith("ndintake: rule "):  # upstream's own rule name
         named = comment[len("ndintake: rule ") :].split(":")[0]
         parents = "".join(f"{part}: " for part in path[:-1])

@@ -318,6 +318,63 @@ for port, ok in [("443", True), ("+443", True), ("-1", True), ("0443", True), (4
                {"context": {"request": {"method": "GET", "url": {"port": port}}}}, ok)
 
 
+# -- family 6 (part): slice elements and samples ---------------------------------------------------
+
+FRAME = {"filename": "app.py", "lineno": 1}
+event_case("dropped spans stats empty element", "v2:L2094-2096 dropped_spans_stats slice element required",
+           "transaction", {"dropped_spans_stats": [{}]}, False)
+event_case("dropped spans stats element of nulls", "v2:L2095, L2200", "transaction",
+           {"dropped_spans_stats": [{"outcome": None}]}, False)
+event_case("dropped spans stats unknown keys", "v2:L2095, L2200", "transaction",
+           {"dropped_spans_stats": [{"foo": 1}]}, False)
+event_case("dropped spans stats set element", "v2:L2098", "transaction",
+           {"dropped_spans_stats": [{"destination_service_resource": "db"}]}, True)
+event_case("dropped spans stats empty list", "v2:L2094", "transaction", {"dropped_spans_stats": []}, True)
+event_case("transaction links empty element", "v2:L2061 links slice element required", "transaction",
+           {"links": [{}]}, False)
+event_case("span links empty element", "v2:L1718", "span", {"links": [{}]}, False)
+event_case("span links element without trace_id", "v2:L1803 'trace_id' required", "span",
+           {"links": [{"span_id": "0123456789abcdef"}]}, False)
+event_case("span stacktrace empty frame", "v2:L1726 stacktrace slice element required", "span", {"stacktrace": [{}]}, False)
+event_case("span stacktrace frame", "v2:L815, L821", "span", {"stacktrace": [FRAME]}, True)
+event_case("span stacktrace frame of nulls", "v2:L815, L1726", "span", {"stacktrace": [{"filename": None}]}, False)
+event_case("exception stacktrace empty frame", "v2:L862", "error",
+           {"exception": {"message": "x", "stacktrace": [{}]}}, False)
+event_case("exception frame without file or class", "v2:L821 'classname;filename'", "error",
+           {"exception": {"message": "x", "stacktrace": [{"lineno": 1}]}}, False)
+event_case("log stacktrace empty frame", "v2:L802 stacktrace slice element required", "error",
+           {"log": {"message": "x", "stacktrace": [{}]}}, False)
+event_case("log stacktrace frame", "v2:L802", "error", {"log": {"message": "x", "stacktrace": [FRAME]}}, True)
+event_case("samples empty beside a timestamp", "v2:L1463 'samples' required", "metricset",
+           {"samples": {}, "timestamp": 1496170422281000}, False)
+event_case("samples empty alone", "v2:L1445 'metricset' required, L1458", "metricset", {"samples": {}}, False)
+event_case("sample value null", "v2:L1466 every sample validated, L1531", "metricset", {"samples": {"a": None}}, False)
+event_case("sample value empty", "v2:L1531 'value;values'", "metricset", {"samples": {"a": {}}}, False)
+event_case("sample values without counts", "v2:L1540", "metricset", {"samples": {"a": {"values": [1.0]}}}, False)
+event_case("sample histogram", "v2:L1529", "metricset", {"samples": {"a": {"values": [1.0], "counts": [1]}}}, True)
+event_case("v3 span empty element", "v3:L838 y slice element required", "x", {"y": [{}]}, False)
+event_case("v3 metricset empty element", "v3:L846 me slice element required", "x", {"me": [{}]}, False)
+event_case("v3 span frame empty", "v3:L967 st slice element required", "x", {"y": [{**V3_SPAN, "st": [{}]}]}, False)
+event_case("v3 exception frame empty", "v3:L519 st slice element required", "e", {"ex": {"mg": "x", "st": [{}]}}, False)
+event_case("v3 exception frame without f", "v3:L475 'f' required", "e", {"ex": {"mg": "x", "st": [{"li": 1}]}}, False)
+
+
+@pytest.mark.parametrize(
+    "key, changes, message",
+    [
+        ("transaction", {"dropped_spans_stats": [{}]}, "transaction: dropped_spans_stats slice element required"),
+        ("error", {"exception": {"message": "x", "stacktrace": [FRAME, {}]}},
+         "error: exception: stacktrace slice element required"),
+        ("x", {"y": [V3_SPAN, {**V3_SPAN, "t": None}]}, "x: y: 't' required"),
+        ("metricset", {"samples": {}, "timestamp": 1}, "metricset: 'samples' required"),
+    ],
+)
+def test_slice_messages(key: str, changes: dict[str, Any], message: str) -> None:
+    """Upstream's words: ``<field> slice element required``, and no list index in paths."""
+    result, _ = run(_body([meta_line(v3=key in ("x", "e")), line(key, changes)]), profile="rum")
+    assert result.errors[0].message == "validation error: " + message
+
+
 def test_port_message() -> None:
     result, _ = run(_body([meta_line(), line("transaction", {"context": {"request": {"method": "GET",
                                                                                        "url": {"port": "x"}}}})]))
