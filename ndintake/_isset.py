@@ -83,9 +83,34 @@ def fields_set(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": branches}
 
 
+#: How deep an exception's ``cause`` chain is validated: upstream validates it
+#: recursively; JSON Schema without ``$ref`` (which the batch check's embedding
+#: of the schemas would break) unrolls it, and deeper causes are checked as
+#: plain objects.
+CAUSE_DEPTH = 3
+
+
 def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema with upstream's "validated only when set" rules (a copy)."""
-    return _rewrite(copy.deepcopy(schema))
+    schema = copy.deepcopy(schema)
+    for key, cause in (("exception", "cause"), ("ex", "ca")):
+        exception = schema.get("properties", {}).get(key)
+        if isinstance(exception, dict) and cause in exception.get("properties", {}):
+            _unroll_causes(exception, cause)
+    return _rewrite(schema)
+
+
+def _unroll_causes(exception: dict[str, Any], cause: str) -> None:
+    """Type each ``cause`` element as an exception, ``CAUSE_DEPTH`` levels deep
+    (apm-data: ``errorException.Cause []errorException``)."""
+    level = copy.deepcopy(exception)
+    for _ in range(CAUSE_DEPTH):
+        element = copy.deepcopy(level)
+        element["type"] = "object"
+        outer = copy.deepcopy(exception)
+        outer["properties"][cause]["items"] = element
+        level = outer
+    exception["properties"][cause]["items"] = level["properties"][cause]["items"]
 
 
 def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:

@@ -231,7 +231,8 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
     rule, definition, value = exc.rule, exc.definition or {}, exc.value
     comment = definition.get("$comment", "")
     if comment == ELEMENT_MARK and len(path) >= 2:  # path ends with the list and its index
-        return "validation error: " + "".join(f"{part}: " for part in path[:-2]) + f"{path[-2]} slice element required"
+        outer = [part for part in path[:-2] if label is None or not _INDEX.fullmatch(part)]
+        return "validation error: " + "".join(f"{part}: " for part in outer) + f"{path[-2]} slice element required"
     if label is not None:
         if rule == "type" and value is None and path and not _INDEX.fullmatch(path[-1]):
             # null is unset upstream: a field that may not be null is a required one

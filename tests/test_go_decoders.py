@@ -358,6 +358,28 @@ event_case("v3 span frame empty", "v3:L967 st slice element required", "x", {"y"
 event_case("v3 exception frame empty", "v3:L519 st slice element required", "e", {"ex": {"mg": "x", "st": [{}]}}, False)
 event_case("v3 exception frame without f", "v3:L475 'f' required", "e", {"ex": {"mg": "x", "st": [{"li": 1}]}}, False)
 
+CAUSE = "v2:L830-858 errorException.validate: cause elements validated recursively"
+event_case("cause empty element", CAUSE + ", L854", "error", {"exception": {"message": "x", "cause": [{}]}}, False)
+event_case("cause element", CAUSE, "error", {"exception": {"message": "x", "cause": [{"message": "y"}]}}, True)
+event_case("cause element with type", CAUSE, "error", {"exception": {"message": "x", "cause": [{"type": "E"}]}}, True)
+event_case("cause element without message or type", CAUSE + ", L836", "error",
+           {"exception": {"message": "x", "cause": [{"code": 1}]}}, False)
+event_case("cause element of nulls", CAUSE + ", L854", "error",
+           {"exception": {"message": "x", "cause": [{"message": None}]}}, False)
+event_case("cause element unknown keys", CAUSE + ", L854", "error",
+           {"exception": {"message": "x", "cause": [{"foo": 1}]}}, False)
+event_case("cause of a cause empty", CAUSE, "error",
+           {"exception": {"message": "x", "cause": [{"message": "y", "cause": [{}]}]}}, False)
+event_case("cause frame empty", CAUSE + ", L862", "error",
+           {"exception": {"message": "x", "cause": [{"message": "y", "stacktrace": [{}]}]}}, False)
+event_case("cause message too long", CAUSE, "error",
+           {"exception": {"message": "x", "cause": [{"message": "y", "type": "t" * 1025}]}}, False)
+event_case("cause chain", CAUSE, "error",
+           {"exception": {"message": "x", "cause": [{"message": "y", "cause": [{"type": "Z", "cause": []}]}]}}, True)
+event_case("v3 cause empty element", "v3:L508 ca slice element required", "e", {"ex": {"mg": "x", "ca": [{}]}}, False)
+event_case("v3 cause element", "v3:L488", "e", {"ex": {"mg": "x", "ca": [{"t": "E"}]}}, True)
+event_case("v3 cause element without mg or t", "v3:L490", "e", {"ex": {"mg": "x", "ca": [{"cd": 1}]}}, False)
+
 
 @pytest.mark.parametrize(
     "key, changes, message",
@@ -367,6 +389,8 @@ event_case("v3 exception frame without f", "v3:L475 'f' required", "e", {"ex": {
          "error: exception: stacktrace slice element required"),
         ("x", {"y": [V3_SPAN, {**V3_SPAN, "t": None}]}, "x: y: 't' required"),
         ("metricset", {"samples": {}, "timestamp": 1}, "metricset: 'samples' required"),
+        ("error", {"exception": {"message": "x", "cause": [{"message": "y", "cause": [{}]}]}},
+         "error: exception: cause: cause slice element required"),
     ],
 )
 def test_slice_messages(key: str, changes: dict[str, Any], message: str) -> None:
