@@ -124,15 +124,15 @@ def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return schema
-    originals = dict(properties)
+    originals = copy.deepcopy(properties)  # the conditions read the schemas as written
     required = set(schema.get("required", ()))
     for key, sub in originals.items():
         if not isinstance(sub, dict):
             continue
         if not _is_struct(sub):
-            properties[key] = _rewrite(sub)
+            properties[key] = _rewrite(properties[key])
             continue
-        rules = _rewrite({k: v for k, v in sub.items() if k not in ("type", "description")})
+        rules = _rewrite({k: v for k, v in properties[key].items() if k not in ("type", "description")})
         wrapped: dict[str, Any] = {"type": sub["type"]}
         if key in required:
             mark = {"$comment": SET_MARK, "not": {"type": "null"}, **fields_set(sub)}

@@ -381,6 +381,48 @@ event_case("v3 cause element", "v3:L488", "e", {"ex": {"mg": "x", "ca": [{"t": "
 event_case("v3 cause element without mg or t", "v3:L490", "e", {"ex": {"mg": "x", "ca": [{"cd": 1}]}}, False)
 
 
+# -- family 9: which metricsets are kept ------------------------------------------------------------
+# v2 decoder.go mapToMetricsetModel: a metricset with transaction set (IsSet: name or type) is an
+# internal one, kept only when SetInternalMetrics finds span.self_time.* samples with span set;
+# rumv3 decoder.go mapToTransactionMetricsetModel: an "me" entry is kept only with y set and a
+# ysc/yss value set. Dropped ones are counted in `dropped`, not `accepted`, and are no error.
+
+MS = "v2 decoder.go mapToMetricsetModel (Transaction.IsSet), modeldecoderutil SetInternalMetrics"
+SELF = {"span.self_time.count": {"value": 1}}
+for what, changes, kept in [
+    ("empty transaction", {"transaction": {}}, True),
+    ("transaction of nulls", {"transaction": {"name": None, "type": None}}, True),
+    ("transaction unknown keys", {"transaction": {"foo": "x"}}, True),
+    ("transaction name", {"transaction": {"name": "GET /"}}, False),
+    ("transaction type without span", {"transaction": {"type": "request"}, "samples": SELF}, False),
+    ("transaction with span and self time", {"transaction": {"name": "GET /"}, "span": {"type": "db"}, "samples": SELF}, True),
+    ("transaction with empty span", {"transaction": {"name": "GET /"}, "span": {}, "samples": SELF}, False),
+    ("transaction with span subtype", {"transaction": {"name": "GET /"}, "span": {"subtype": "mysql"},
+                                       "samples": {"span.self_time.sum.us": {"value": 2}}}, True),
+    ("transaction with other samples", {"transaction": {"name": "GET /"}, "span": {"type": "db"}}, False),
+    ("no transaction", {"span": {"type": "db"}}, True),
+]:
+    case(f"metricset {what}", MS, [meta_line(), line("metricset", changes)], (202, int(kept), 0))
+ME = "rumv3 decoder.go mapToTransactionMetricsetModel"
+for what, entry, kept in [
+    ("span and count", {"y": {"t": "db"}, "sa": {"ysc": {"v": 1}}}, True),
+    ("span subtype and sum", {"y": {"su": "http"}, "sa": {"yss": {"v": 1}}}, True),
+    ("empty span", {"y": {}, "sa": {"ysc": {"v": 1}}}, False),
+    ("no span", {"sa": {"ysc": {"v": 1}}}, False),
+    ("null count beside a sum", {"y": {"t": "db"}, "sa": {"ysc": {"v": None}, "yss": {"v": 2}}}, True),
+    ("null values", {"y": {"t": "db"}, "sa": {"ysc": {"v": None}, "yss": None}}, None),
+]:
+    expected = (400, 0, 1) if kept is None else (202, 2 + int(kept), 0)
+    case(f"v3 me {what}", ME + (" ('sa' required: nothing set)" if kept is None else ""),
+         [meta_line(v3=True), line("x", {"me": [entry]})], expected)
+
+
+def test_dropped_metricsets_are_counted() -> None:
+    result, events = run(_body([meta_line(), line("metricset", {"transaction": {"name": "GET /"}}),
+                                line("metricset", {"transaction": {}})]))
+    assert (result.status, result.accepted, result.dropped, len(events)) == (202, 1, 1, 1)
+
+
 @pytest.mark.parametrize(
     "key, changes, message",
     [
