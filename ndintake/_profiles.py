@@ -130,10 +130,9 @@ APM = Profile(
         **{kind: Validator(kind, f"apm/{kind}") for kind in _V2_KINDS},
         "x": Validator("transaction", "rumv3/transaction", label="x"),
         "e": Validator("error", "rumv3/error", label="e"),
-        "me": Validator("metricset", "rumv3/metricset", label="me"),
     },
     special={"metricset": _metricset, "x": _rumv3_transaction},
-    abbreviated=frozenset({"m", "x", "e", "me"}),
+    abbreviated=frozenset({"m", "x", "e"}),
 )
 
 #: The RUM routes (/intake/v2/rum/events, /intake/v3/rum/events): APM Server

@@ -233,6 +233,11 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
     if comment == ELEMENT_MARK and len(path) >= 2:  # path ends with the list and its index
         outer = [part for part in path[:-2] if label is None or not _INDEX.fullmatch(part)]
         return "validation error: " + "".join(f"{part}: " for part in outer) + f"{path[-2]} slice element required"
+    if comment == "ndintake: header value":  # as nullable.HTTPHeader's decoder
+        outer = [part for part in path[:-1] if not _INDEX.fullmatch(part)]
+        kind = {type(None): "<nil>", bool: "bool", dict: "map[string]interface {}"}.get(type(value), "float64")
+        where = "".join(f"{part}: " for part in outer)
+        return f"decode error: data read error: {where}invalid input for HTTPHeader value type: {kind}"
     if label is not None:
         if rule == "type" and value is None and path and not _INDEX.fullmatch(path[-1]):
             # null is unset upstream: a field that may not be null is a required one

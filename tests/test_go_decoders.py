@@ -423,6 +423,36 @@ def test_dropped_metricsets_are_counted() -> None:
     assert (result.status, result.accepted, result.dropped, len(events)) == (202, 1, 1, 1)
 
 
+# -- family 8: event keys and header values ------------------------------------------------------
+
+case("v3 top-level me line", "processor.go: only e and x are RUM v3 event keys (rumv3ErrorEventType, "
+     "rumv3TransactionEventType)", [meta_line(v3=True), b'{"me": {"y": {"t": "db"}, "sa": {"ysc": {"v": 1}}}}'],
+     (400, 0, 1))
+case("v3 me line between events", "processor.go", [meta_line(v3=True), line("e"),
+     b'{"me": {"sa": {"ysc": {"v": 1}}}}', line("e")], (400, 2, 1))
+HEADER = "nullable.go HTTPHeader decoder: a string or a list of strings per header"
+for what, value, ok in [("string", "x", True), ("list", ["x", "y"], True), ("empty list", [], True),
+                        ("null", None, False), ("number", 1, False), ("bool", True, False),
+                        ("object", {"a": "b"}, False), ("list with null", ["x", None], False),
+                        ("list with number", [1], False)]:
+    event_case(f"request header {what}", HEADER, "transaction",
+               {"context": {"request": {"method": "GET", "headers": {"X-A": value}}}}, ok)
+    event_case(f"v3 response header {what}", HEADER, "x", {"c": {"r": {"he": {"X-A": value}}}}, ok)
+event_case("span response header null", HEADER, "span", {"context": {"http": {"response": {"headers": {"a": None}}}}},
+           False)
+event_case("message header null", HEADER, "error",
+           {"context": {"message": {"headers": {"a": None}}}}, False)
+
+
+def test_header_message() -> None:
+    result, _ = run(_body([meta_line(), line("transaction", {"context": {"request": {"method": "GET",
+                                                                                       "headers": {"a": None}}}})]))
+    assert result.errors[0].message == (
+        "decode error: data read error: transaction: context: request: headers: "
+        "invalid input for HTTPHeader value type: <nil>"
+    )
+
+
 @pytest.mark.parametrize(
     "key, changes, message",
     [

@@ -131,14 +131,13 @@ def test_invalid_v3_error() -> None:
     assert result.errors[0].message == "validation error: e: 'id' required"
 
 
-def test_top_level_me_metricset() -> None:
+def test_top_level_me_is_no_event_type() -> None:
+    """Only ``e`` and ``x`` are RUM v3 event keys upstream (apm-data processor.go);
+    a metricset is sent inside a transaction's ``me`` list."""
     body = META + b'{"me": {"sa": {"ysc": {"v": 3}}, "y": {"t": "db"}}}\n'
-    result, [event] = run(body)
-    assert (result.status, event.kind, event.expanded()["samples"]) == (
-        202,
-        "metricset",
-        {"span.self_time.count": {"value": 3}},
-    )
+    result, events = run(body)
+    assert (result.status, result.accepted, events) == (400, 0, [])
+    assert result.errors[0].message == 'did not recognize object type: "me"'
 
 
 def test_v2_and_v3_keys_mix_on_any_route() -> None:
