@@ -48,8 +48,18 @@ def _types(schema: dict[str, Any]) -> list[str]:
     return [kind] if isinstance(kind, str) else list(kind)
 
 
+#: ``$comment`` of an object schema with ``properties`` that is a Go map upstream
+#: (the log's nested ECS fields, ``NestedStruct map[string]interface{}``): set
+#: with any entry, its rules always applied.
+MAP_MARK = "ndintake: map"
+
+
 def _is_struct(schema: dict[str, Any]) -> bool:
-    return isinstance(schema.get("properties"), dict) and "object" in _types(schema)
+    return (
+        isinstance(schema.get("properties"), dict)
+        and "object" in _types(schema)
+        and schema.get("$comment") != MAP_MARK
+    )
 
 
 def _is_map(key: str, schema: dict[str, Any]) -> bool:

@@ -248,7 +248,7 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
         return _required(path)
     if comment == "ndintake: timestamp" and rule == "pattern":  # as nullable.TimeMicrosUnix
         return f"decode error: data read error: {at}failed to parse the provided time string"
-    if rule == "pattern" and comment.startswith("ndintake: rule "):  # upstream's own rule name
+    if comment.startswith("ndintake: rule ") and path:  # upstream's own rule name
         named = comment[len("ndintake: rule ") :].split(":")[0]
         parents = "".join(f"{part}: " for part in path[:-1])
         return f"validation error: {parents}'{path[-1]}': validation rule '{named}' violated"

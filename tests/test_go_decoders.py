@@ -44,10 +44,11 @@ DROP = object()
 
 
 def with_fields(key: str, changes: dict[str, Any]) -> dict[str, Any]:
-    """The base object of ``key`` with ``changes`` ({"a.b": value}; DROP deletes)."""
+    """The base object of ``key`` with ``changes`` ({"a.b": value}; DROP deletes;
+    ``"flat:a.b"`` is the dotted key itself, as logs have them)."""
     value = copy.deepcopy(BASE[key])
     for path, new in changes.items():
-        *parents, last = path.split(".")
+        *parents, last = [path[5:]] if path.startswith("flat:") else path.split(".")
         target = value
         for part in parents:
             target = target.setdefault(part, {})
@@ -451,6 +452,49 @@ def test_header_message() -> None:
         "decode error: data read error: transaction: context: request: headers: "
         "invalid input for HTTPHeader value type: <nil>"
     )
+
+
+# -- family 7: logs, as apm-data's v2 log model ---------------------------------------------------
+# model.go: log (flat ECS keys), EcsLog{Service,Error,Event,Process,Log}Fields with NestedStruct
+# maps; model_generated.go: log.IsSet (v2:L2397), log.validate, EcsLog*Fields.validate and
+# processNestedSource (a nested value of the wrong type is ignored; a string is held to the flat
+# field's maxLength).
+
+LOGM = "v2 model.go log, model_generated.go log.validate"
+LONG = "x" * 1025
+for what, changes, ok in [
+    ("message only", {}, True),
+    ("unknown keys only", {"message": DROP, "foo": 1}, False),
+    ("labels only", {"message": DROP, "labels": {"a": "b"}}, True),
+    ("empty labels only", {"message": DROP, "labels": {}}, False),
+    ("service name with spaces", {"flat:service.name": "my service*"}, True),
+    ("nested service name with spaces", {"service": {"name": "my service*"}}, True),
+    ("nested service name too long", {"service": {"name": LONG}}, False),
+    ("flat service name too long", {"flat:service.name": LONG}, False),
+    ("nested service name not a string", {"service": {"name": 1}}, True),
+    ("nested service unknown keys only", {"message": DROP, "service": {"foo": 1}}, True),
+    ("nested service not an object", {"service": "x"}, False),
+    ("nested log level null only", {"message": DROP, "log": {"level": None}}, True),
+    ("empty nested log only", {"message": DROP, "log": {}}, False),
+    ("nested log level too long", {"log": {"level": LONG}}, False),
+    ("nested origin line", {"log": {"origin": {"file": {"line": 3}}}}, True),
+    ("nested origin line with a fraction", {"log": {"origin": {"file": {"line": 1.5}}}}, False),
+    ("nested origin line a string", {"log": {"origin": {"file": {"line": "3"}}}}, True),
+    ("origin function too long", {"flat:log.origin.function": LONG}, True),
+    ("nested origin function too long", {"log": {"origin": {"function": LONG}}}, True),
+    ("error type too long", {"flat:error.type": LONG}, True),
+    ("nested error type not a string", {"error": {"type": 1}}, True),
+    ("event dataset too long", {"flat:event.dataset": LONG}, False),
+    ("nested event dataset too long", {"event": {"dataset": LONG}}, False),
+    ("nested thread name too long", {"process": {"thread": {"name": LONG}}}, False),
+    ("trace id too long", {"flat:trace.id": LONG}, False),
+    ("timestamp key is unknown", {"timestamp": "not a time"}, True),
+    ("faas name too long", {"faas": {"name": LONG}}, True),
+    ("faas coldstart not a bool", {"faas": {"coldstart": "yes"}}, False),
+    ("label too long", {"labels": {"a": LONG}}, False),
+    ("label object", {"labels": {"a": {"b": 1}}}, False),
+]:
+    event_case(f"log {what}", LOGM, "log", changes, ok)
 
 
 @pytest.mark.parametrize(
