@@ -252,6 +252,9 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
         named = comment[len("ndintake: rule ") :].split(":")[0]
         parents = "".join(f"{part}: " for part in path[:-1])
         return f"validation error: {parents}'{path[-1]}': validation rule '{named}' violated"
+    if rule == "required" and comment.startswith("ndintake: required when "):  # a field that needs another
+        needed, given = definition["required"][0], comment[len("ndintake: required when ") :]
+        return f"validation error: {at}'{needed}' required when '{given}' is set"
     if rule == "required":
         present = value if isinstance(value, dict) else {}
         missing = next((k for k in definition.get("required", ()) if k not in present), "?")

@@ -505,12 +505,23 @@ for what, changes, ok in [
          "error: exception: stacktrace slice element required"),
         ("x", {"y": [V3_SPAN, {**V3_SPAN, "t": None}]}, "x: y: 't' required"),
         ("metricset", {"samples": {}, "timestamp": 1}, "metricset: 'samples' required"),
+        ("error", {"trace_id": TRACE}, "error: 'parent_id' required when 'trace_id' is set"),  # v2:L732
+        ("error", {"transaction_id": "0123456789abcdef"},
+         "error: 'parent_id' required when 'transaction_id' is set"),  # v2:L729
+        ("error", {"parent_id": "0123456789abcdef", "transaction_id": "0123456789abcdef"},
+         "error: 'trace_id' required when 'transaction_id' is set"),  # v2:L740
+        ("metricset", {"samples": {"a": {"values": [1.0]}}},
+         "metricset: samples: a: 'counts' required when 'values' is set"),  # v2:L1540
+        ("e", {"tid": TRACE}, "e: 'pid' required when 'tid' is set"),  # v3:L386
+        ("transaction", {"duration": None}, "transaction: 'duration' required"),  # v2:L2146
+        ("transaction", {"span_count": {}}, "transaction: 'span_count' required"),  # v2:L2140
         ("error", {"exception": {"message": "x", "cause": [{"message": "y", "cause": [{}]}]}},
          "error: exception: cause: cause slice element required"),
     ],
 )
 def test_slice_messages(key: str, changes: dict[str, Any], message: str) -> None:
-    """Upstream's words: ``<field> slice element required``, and no list index in paths."""
+    """Upstream's words (model_generated.go): ``<field> slice element required``, no list
+    index in paths, ``'<a>' required when '<b>' is set``, ``'<field>' required`` for null."""
     result, _ = run(_body([meta_line(v3=key in ("x", "e")), line(key, changes)]), profile="rum")
     assert result.errors[0].message == "validation error: " + message
 
