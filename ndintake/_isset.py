@@ -29,8 +29,14 @@ The rewrite, applied to every object schema with ``properties``:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+import orjson
+
+def _copy(schema: Any) -> Any:
+    """A deep copy of JSON data (orjson: many times faster than ``copy.deepcopy``)."""
+    return orjson.loads(orjson.dumps(schema))
+
 
 #: ``$comment`` of the sub-schema that says a required struct field is set; the
 #: message builder words its failure as upstream's ``'<field>' required``.
@@ -102,7 +108,7 @@ CAUSE_DEPTH = 3
 
 def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema with upstream's "validated only when set" rules (a copy)."""
-    schema = copy.deepcopy(schema)
+    schema = _copy(schema)
     for key, cause in (("exception", "cause"), ("ex", "ca")):
         exception = schema.get("properties", {}).get(key)
         if isinstance(exception, dict) and cause in exception.get("properties", {}):
@@ -113,11 +119,11 @@ def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
 def _unroll_causes(exception: dict[str, Any], cause: str) -> None:
     """Type each ``cause`` element as an exception, ``CAUSE_DEPTH`` levels deep
     (apm-data: ``errorException.Cause []errorException``)."""
-    level = copy.deepcopy(exception)
+    level = _copy(exception)
     for _ in range(CAUSE_DEPTH):
-        element = copy.deepcopy(level)
+        element = _copy(level)
         element["type"] = "object"
-        outer = copy.deepcopy(exception)
+        outer = _copy(exception)
         outer["properties"][cause]["items"] = element
         level = outer
     exception["properties"][cause]["items"] = level["properties"][cause]["items"]
@@ -134,7 +140,7 @@ def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return schema
-    originals = copy.deepcopy(properties)  # the conditions read the schemas as written
+    originals = _copy(properties)  # the conditions read the schemas as written
     required = set(schema.get("required", ()))
     for key, sub in originals.items():
         if not isinstance(sub, dict):
