@@ -16,7 +16,7 @@ What "set" means, per Go type (``IsSet()`` and ``nullable/nullable.go``):
 
 The rewrite, applied to every object schema with ``properties``:
 
-- an optional struct field is checked only when set (``if`` set ``then`` its
+- an optional struct field is checked only when set (``if`` unset, ``else`` its
   rules); a value of the wrong type is "set" and still fails its ``type``;
 - a required struct field must be set (``'span_count' required`` upstream),
   through a sub-schema marked :data:`SET_MARK`;
@@ -74,29 +74,32 @@ def _is_map(key: str, schema: dict[str, Any]) -> bool:
     return "object" in types and "string" not in types and key not in _HEADER_KEYS and not _is_struct(schema)
 
 
-def set_condition(key: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema true when the value of field ``key`` (of ``schema``) is set."""
+def unset(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of field ``key`` (of ``schema``) is not set:
+    null, or an object of unset known fields, an empty map, an empty list. A
+    value of another type is "set" (and then fails its ``type``). Written with
+    ``properties`` rather than one ``anyOf`` branch per field, so that checking
+    it costs one look at the fields present."""
     types = _types(schema)
     if _is_struct(schema):
-        then = fields_set(schema)
-        return {"not": {"type": "null"}, "if": {"type": "object"}, "then": then}
+        fields = {name: unset(name, sub) for name, sub in schema["properties"].items() if isinstance(sub, dict)}
+        return {"type": ["null", "object"], "properties": fields}
     if _is_map(key, schema):
-        return {"not": {"type": "null"}, "if": {"type": "object"}, "then": {"minProperties": 1}}
+        return {"type": ["null", "object"], "maxProperties": 0}
     if "array" in types:
-        return {"not": {"type": "null"}, "if": {"type": "array"}, "then": {"minItems": 1}}
-    return {"not": {"type": "null"}}
+        return {"type": ["null", "array"], "maxItems": 0}
+    return {"type": "null"}
+
+
+def set_condition(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of field ``key`` (of ``schema``) is set."""
+    return {"not": unset(key, schema)}
 
 
 def fields_set(schema: dict[str, Any]) -> dict[str, Any]:
     """A schema true for an object with one of the known fields of ``schema``
-    set (and, vacuously, for any value that is not an object)."""
-    branches = [
-        {"required": [key], "properties": {key: set_condition(key, sub)}}
-        for key, sub in schema.get("properties", {}).items()
-    ]
-    if not branches:  # no known field: never set
-        return {"not": {"type": "object"}}
-    return {"anyOf": branches}
+    set (and for any value that is neither an object nor null)."""
+    return {"not": unset("", {**schema, "type": ["null", "object"]})}
 
 
 #: How deep an exception's ``cause`` chain is validated: upstream validates it
@@ -133,7 +136,7 @@ def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     items = schema.get("items")
     if isinstance(items, dict):
         if _is_struct(items):  # each element must be set, then is validated
-            mark = {"$comment": ELEMENT_MARK, "not": {"type": "null"}, **fields_set(items)}
+            mark = {"$comment": ELEMENT_MARK, **fields_set(items)}
             schema["items"] = {"allOf": [mark, _rewrite(items)]}
         else:
             schema["items"] = _rewrite(items)
@@ -151,11 +154,11 @@ def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
         rules = _rewrite({k: v for k, v in properties[key].items() if k not in ("type", "description")})
         wrapped: dict[str, Any] = {"type": sub["type"]}
         if key in required:
-            mark = {"$comment": SET_MARK, "not": {"type": "null"}, **fields_set(sub)}
+            mark = {"$comment": SET_MARK, **fields_set(sub)}
             wrapped["allOf"] = [mark, rules]
-        else:
-            wrapped["if"] = fields_set(sub)
-            wrapped["then"] = rules
+        else:  # validated only when set
+            wrapped["if"] = unset(key, sub)
+            wrapped["else"] = rules
         properties[key] = wrapped
     for branch in schema.get("anyOf", ()):
         if set(branch) <= {"required", "properties"}:
