@@ -37,7 +37,6 @@ from hostile import (
     ITEM,
     ITEM_OBJ,
     KIB,
-    LIBRARY,
     META,
     MIB,
     PAD,
@@ -275,7 +274,7 @@ TRUNC_FORMS = {
 
 
 def _unexpected_eof(profile: str, codec: str, items: int, metadata_read: bool = True) -> tuple[int, str]:
-    reason = f"{LIBRARY[codec.removeprefix('sniff-')]}: unexpected EOF"
+    reason = "unexpected EOF"  # Go's io.ErrUnexpectedEOF names no codec (issue 12)
     if profile == "prodlytics":
         return 400, f"cannot read body after item {items}: {reason}"
     return (500, f"cannot handle stream: {reason}") if metadata_read else (400, reason)
@@ -313,7 +312,7 @@ def test_truncated_raw_deflate_prodlytics_array_after_items_is_a_stream_error():
     header' (which says the body was refused before any output)."""
     payload, ends = flushed([b"[" + ITEM + b",", ITEM + b",", ITEM + b","], "deflate-raw")
     result, events = run_both(payload[: ends[2]], "prodlytics", "deflate")
-    expect(result, (400, 3, 0, [("cannot read body after item 3: flate: unexpected EOF", None, None, 400, True)]))
+    expect(result, (400, 3, 0, [("cannot read body after item 3: unexpected EOF", None, None, 400, True)]))
 
 
 @pytest.mark.parametrize("codec", ["gzip", "deflate", "deflate-raw", "zstd", "br", "gzip, br"])
@@ -482,7 +481,7 @@ def test_garbage_after_the_stream(profile, codec, garbage):
     check(result, events, profile)
     reason = GARBAGE_REASON[codec]
     if codec == "gzip" and garbage == "gzip-magic":
-        reason = "gzip: unexpected EOF"  # a new member that ends inside its header
+        reason = "unexpected EOF"  # a new member that ends inside its header
     if reason is None:
         expect(result, (202, 2, 0, []))
     elif profile == "apm":
