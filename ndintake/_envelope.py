@@ -29,8 +29,9 @@ _BAD_UTF8 = ("str is not valid UTF-8",)
 #: The start of a line that may be an event: "{" after blanks, then a quote
 #: before the line ends (a key is a double-quoted string). Any other line never
 #: parses to an object with a key, strict or not: orjson skips only JSON
-#: whitespace before a value and refuses a BOM, and parse_line's salvage only
-#: cuts a line's end. So it is blank or refused. (\f and \v count as blanks
+#: whitespace before a value and refuses a BOM, parse_line's salvage only cuts
+#: a line's end, and its repair only writes U+FFFD (never "{", a quote or a
+#: blank). So it is blank or refused. (\f and \v count as blanks
 #: here only to keep the class simple: such lines are tried needlessly.)
 _MAYBE_EVENT = LineStart(rb'[ \t\r\f\v]*\{[^\n"]*"')
 #: Past the fifth error, refused lines up to this size are remembered (at most

@@ -351,6 +351,8 @@ event_case("samples empty beside a timestamp", "v2:L1463 'samples' required", "m
 event_case("samples empty alone", "v2:L1445 'metricset' required, L1458", "metricset", {"samples": {}}, False)
 event_case("sample value null", "v2:L1466 every sample validated, L1531", "metricset", {"samples": {"a": None}}, False)
 event_case("sample value empty", "v2:L1531 'value;values'", "metricset", {"samples": {"a": {}}}, False)
+event_case("sample value null inside", "v2:L1531 (Value not set)", "metricset", {"samples": {"a": {"value": None}}},
+           False)
 event_case("sample values without counts", "v2:L1540", "metricset", {"samples": {"a": {"values": [1.0]}}}, False)
 event_case("sample histogram", "v2:L1529", "metricset", {"samples": {"a": {"values": [1.0], "counts": [1]}}}, True)
 event_case("v3 span empty element", "v3:L838 y slice element required", "x", {"y": [{}]}, False)
