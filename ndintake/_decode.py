@@ -28,6 +28,8 @@ Sink = Callable[[bytes], None]
 
 #: Largest piece a decoder hands to its sink.
 OUTPUT_CHUNK = 64 * 1024
+#: A compressed body cut short, as APM Server says it (Go's io.ErrUnexpectedEOF): no codec named.
+UNEXPECTED_EOF = "unexpected EOF"
 #: Most output a br decoder hands on per ``decode`` call (the rest waits: ``pending``).
 STEP_OUTPUT = OUTPUT_CHUNK
 #: Largest zstd window accepted (RFC 9659: 8 MB for the HTTP content coding);
@@ -184,6 +186,8 @@ class ZlibDecoder:
     def _error(self, reason: str, *, corrupt: bool = True) -> DecodeError:
         if self._raw_probe and (corrupt or not self._output):
             return DecodeError("zlib: invalid header", at_header=True)
+        if reason == UNEXPECTED_EOF:  # Go's io.ErrUnexpectedEOF, which names no codec
+            return DecodeError(reason)
         return DecodeError(f"{'gzip' if self._coding == 'gzip' else 'flate'}: {reason}")
 
     def finish(self, sink: Sink) -> None:
@@ -191,7 +195,7 @@ class ZlibDecoder:
             self.decode(b"", sink)
         if self._head or (self._inflate is not None and not self._done):
             # cut short: once raw deflate has decoded something, it was deflate
-            raise self._error("unexpected EOF", corrupt=False)
+            raise self._error(UNEXPECTED_EOF, corrupt=False)
 
 
 class _Budget:
@@ -441,7 +445,7 @@ class ZstdDecoder:
         while self._segments:
             self.decode(b"", sink)
         if not self._frames.at_boundary:
-            raise DecodeError("zstd: unexpected EOF")
+            raise DecodeError(UNEXPECTED_EOF)
 
 
 def _discard(data: bytes) -> None:
@@ -529,7 +533,7 @@ class BrotliDecoder:
         while self.pending:
             self.decode(b"", sink)
         if self._started and not self._brotli.is_finished():
-            raise DecodeError("br: unexpected EOF")
+            raise DecodeError(UNEXPECTED_EOF)
 
 
 class _Counter:

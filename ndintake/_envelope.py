@@ -29,8 +29,9 @@ _BAD_UTF8 = ("str is not valid UTF-8",)
 #: The start of a line that may be an event: "{" after blanks, then a quote
 #: before the line ends (a key is a double-quoted string). Any other line never
 #: parses to an object with a key, strict or not: orjson skips only JSON
-#: whitespace before a value and refuses a BOM, and parse_line's salvage only
-#: cuts a line's end. So it is blank or refused. (\f and \v count as blanks
+#: whitespace before a value and refuses a BOM, parse_line's salvage only cuts
+#: a line's end, and its repair only writes U+FFFD (never "{", a quote or a
+#: blank). So it is blank or refused. (\f and \v count as blanks
 #: here only to keep the class simple: such lines are tried needlessly.)
 _MAYBE_EVENT = LineStart(rb'[ \t\r\f\v]*\{[^\n"]*"')
 #: Past the fifth error, refused lines up to this size are remembered (at most
@@ -54,15 +55,43 @@ def first_key(line: bytes) -> str:
     return line[start : end if end >= 0 else len(line)].decode("utf-8", "replace")
 
 
-def parse_line(line: bytes, strict: bool) -> Any:
+#: A JSON string escape that is an escaped backslash, a surrogate pair, or (group 1)
+#: a lone surrogate. Matching from the left keeps escapes aligned: ``\\ud800``
+#: is a backslash and the text "ud800".
+_ESCAPE = re.compile(
+    rb"\\(?:\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2}))"
+)
+_STRING_ERRORS = ("str is not valid UTF-8", "no low surrogate", "invalid high surrogate", "invalid low surrogate")
+
+
+def _lone_surrogate(match: re.Match[bytes]) -> bytes:
+    return b"\\ufffd" if match.group(1) else match.group(0)
+
+
+def repair_strings(line: bytes) -> bytes:
+    """The line with what APM Server's decoder reads as U+FFFD written as such:
+    bytes that are not UTF-8 (json-iterator keeps them, and Go's encoder writes
+    U+FFFD for them) and lone surrogate escapes (json-iterator's string reader)."""
+    fixed = line.decode("utf-8", "replace").encode("utf-8")
+    return _ESCAPE.sub(_lone_surrogate, fixed) if b"\\" in fixed else fixed
+
+
+def parse_line(line: bytes, strict: bool, repair: bool = False) -> Any:
     """Parse a line; unless ``strict``, a complete value followed by junk (any
     bytes, invalid UTF-8 included) counts, as APM Server ignores what follows.
-    Raises orjson.JSONDecodeError."""
+    With ``repair`` (the APM profiles), invalid UTF-8 and lone surrogate escapes
+    become U+FFFD (:func:`repair_strings`). Raises orjson.JSONDecodeError."""
     try:
         return _loads(line)
     except _JSONDecodeError as exc:
+        if repair and exc.msg.startswith(_STRING_ERRORS):
+            line = repair_strings(line)
+            try:
+                return _loads(line)
+            except _JSONDecodeError as again:
+                exc = again
         if strict or not exc.msg.startswith(_TRAILING + _BAD_UTF8):
-            raise
+            raise exc from None
         # orjson counts characters; find where the value ends in the decoded text
         text = line.decode("utf-8", "replace")
         try:
@@ -324,7 +353,7 @@ class EnvelopeReader:
         Raises KeyError(key) for an unknown type, _BadLine for broken JSON.
         """
         try:
-            obj = parse_line(line, self._stream.strict)
+            obj = parse_line(line, self._stream.strict, repair=True)
         except _JSONDecodeError as exc:
             key = first_key(line)
             if key in known:

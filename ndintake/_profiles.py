@@ -12,7 +12,7 @@ from ._event import Event
 from ._items import ItemReader
 from ._limits import Limits
 from ._result import IntakeResult, apm_response
-from ._rumv3 import METRICSET_KEYS, keeps_metricset
+from ._rumv3 import is_internal_metricset, keeps_metricset
 from ._schemas import Validator
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ class Profile:
 
 def _metricset(value: dict[str, Any], line: bytes, line_no: int, out: list[Event]) -> int:
     """A v2 metricset: dropped (counted, no error) when it has transaction fields
-    and ``keeps_metricset`` says no."""
-    if value.get("transaction") is not None and not keeps_metricset(value, METRICSET_KEYS):
+    set and ``keeps_metricset`` says no."""
+    if is_internal_metricset(value) and not keeps_metricset(value, short=False):
         return 1
     out.append(Event("metricset", value, line, line_no))
     return 0
@@ -130,10 +130,9 @@ APM = Profile(
         **{kind: Validator(kind, f"apm/{kind}") for kind in _V2_KINDS},
         "x": Validator("transaction", "rumv3/transaction", label="x"),
         "e": Validator("error", "rumv3/error", label="e"),
-        "me": Validator("metricset", "rumv3/metricset", label="me"),
     },
     special={"metricset": _metricset, "x": _rumv3_transaction},
-    abbreviated=frozenset({"m", "x", "e", "me"}),
+    abbreviated=frozenset({"m", "x", "e"}),
 )
 
 #: The RUM routes (/intake/v2/rum/events, /intake/v3/rum/events): APM Server

@@ -221,17 +221,34 @@ def expand_event(kind: str, data: dict[str, Any], parent: dict[str, Any] | None)
     return out
 
 
-#: The keys ``keeps_metricset`` looks at: span, samples, and the two span
-#: self-time samples, long (v2) and short (a v3 transaction's ``me``).
-METRICSET_KEYS = ("span", "samples", "span.self_time.count", "span.self_time.sum.us")
-METRICSET_SHORT_KEYS = ("y", "sa", "ysc", "yss")
+def _set(value: Any, fields: tuple[str, ...]) -> bool:
+    """An object with one of ``fields`` not null: upstream's ``IsSet()`` of a
+    small struct (metricset ``transaction`` and ``span`` references)."""
+    return type(value) is dict and any(value.get(name) is not None for name in fields)
 
 
-def keeps_metricset(metricset: dict[str, Any], keys: tuple[str, str, str, str] = METRICSET_SHORT_KEYS) -> bool:
-    """Whether APM Server keeps a metricset of a transaction (a v2 metricset with
-    ``transaction`` set, or one of a v3 transaction's ``me``): only with span
-    self-time samples, as it computes transaction breakdowns itself. The others
-    are dropped without an error."""
-    span, samples_key, count, total = keys
-    samples = metricset.get(samples_key) or {}
-    return metricset.get(span) is not None and (count in samples or total in samples)
+def is_internal_metricset(metricset: dict[str, Any]) -> bool:
+    """A v2 metricset with ``transaction`` set (its name or type not null): APM
+    Server computes transaction breakdowns itself and keeps it only with span
+    self-time samples (apm-data v2 decoder.go, ``mapToMetricsetModel``)."""
+    return _set(metricset.get("transaction"), ("name", "type"))
+
+
+def keeps_metricset(metricset: dict[str, Any], short: bool = True) -> bool:
+    """Whether APM Server keeps an internal metricset (a v2 one for which
+    :func:`is_internal_metricset` holds, or one of a v3 transaction's ``me``):
+    only with ``span`` set (its type or subtype not null) and a span self-time
+    sample (apm-data ``SetInternalMetrics``; v3: the sample's value not null,
+    rumv3 decoder.go ``mapToTransactionMetricsetModel``). The others are dropped
+    without an error."""
+    if short:
+        samples = metricset.get("sa")
+        return (
+            _set(metricset.get("y"), ("t", "su"))
+            and type(samples) is dict
+            and (_set(samples.get("ysc"), ("v",)) or _set(samples.get("yss"), ("v",)))
+        )
+    samples = metricset.get("samples") or {}
+    return _set(metricset.get("span"), ("type", "subtype")) and (
+        "span.self_time.count" in samples or "span.self_time.sum.us" in samples
+    )

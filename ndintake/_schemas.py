@@ -13,6 +13,7 @@ import fastjsonschema
 import orjson
 
 from ._errors import NdintakeError
+from ._isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -58,7 +59,18 @@ def schema_files() -> Traversable:
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``)."""
+    """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``) as
+    validated: for the APM and RUM v3 schemas, with APM Server's "a nested object
+    is validated only when set" rules written in (see ``_isset``)."""
+    schema = raw_schema(name)
+    if name.startswith(("apm/", "rumv3/")):
+        return rewrite(schema)
+    return schema
+
+
+@cache
+def raw_schema(name: str) -> dict[str, Any]:
+    """The schema file ``ndintake/schemas/<name>.json`` as written."""
     path = schema_files().joinpath(*f"{name}.json".split("/"))
     try:
         schema: dict[str, Any] = orjson.loads(path.read_bytes())
@@ -136,7 +148,7 @@ class Validator:
         schema = load_schema(self.schema_name)
         if self.label is None or schema.get("required"):
             return schema
-        return {"allOf": [schema, _SOME_FIELD_SET]}
+        return {"allOf": [schema, {"type": "object"}, fields_set(raw_schema(self.schema_name))]}
 
     def refusal(self, value: Any, *, explain: bool = True) -> str | None:
         """Called when the fast check refused ``value``: None if fastjsonschema accepts
@@ -149,7 +161,7 @@ class Validator:
                 return f"validation error: '{self.label}' required"
             where = f"{self.label}: " if self.label is not None else ""
             return f"decode error: data read error: {where}expected an object, got {_json_type(value)}"
-        if self.label is not None and not _is_set(value):
+        if self.label is not None and not is_set(value, raw_schema(self.schema_name)):
             return f"validation error: '{self.label}' required" if explain else ""
         if not explain:
             if _BACKEND == "fastjsonschema":
@@ -162,10 +174,6 @@ class Validator:
         except fastjsonschema.JsonSchemaValueException as exc:
             return _message(self.label, exc)
         return None
-
-
-#: "Not every field is null" (an empty object has no field set either).
-_SOME_FIELD_SET = {"not": {"additionalProperties": {"type": "null"}}}
 
 
 @cache
@@ -195,14 +203,6 @@ def lines_accept(
     return _accept_function({"type": "array", "items": line}, "jsonschema-rs")
 
 
-def _is_set(value: dict[str, Any]) -> bool:
-    """True if any field is set (not null): what upstream calls "set"."""
-    for field_value in value.values():
-        if field_value is not None:
-            return True
-    return False
-
-
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -220,11 +220,41 @@ def _path(label: str | None, name: str) -> list[str]:
     return [label, *parts] if label is not None else parts
 
 
+def _required(path: list[str]) -> str:
+    """``validation error: <parents>: '<field>' required``."""
+    return "validation error: " + "".join(f"{part}: " for part in path[:-1]) + f"'{path[-1]}' required"
+
+
 def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) -> str:
     """Say what failed and where, the way APM Server words it."""
     path = _path(label, exc.name or "data")
     rule, definition, value = exc.rule, exc.definition or {}, exc.value
+    comment = definition.get("$comment", "")
+    if comment == ELEMENT_MARK and len(path) >= 2:  # path ends with the list and its index
+        outer = [part for part in path[:-2] if label is None or not _INDEX.fullmatch(part)]
+        return "validation error: " + "".join(f"{part}: " for part in outer) + f"{path[-2]} slice element required"
+    if comment == "ndintake: header value":  # as nullable.HTTPHeader's decoder
+        outer = [part for part in path[:-1] if not _INDEX.fullmatch(part)]
+        kind = {type(None): "<nil>", bool: "bool", dict: "map[string]interface {}"}.get(type(value), "float64")
+        where = "".join(f"{part}: " for part in outer)
+        return f"decode error: data read error: {where}invalid input for HTTPHeader value type: {kind}"
+    if label is not None:
+        if rule == "type" and value is None and path and not _INDEX.fullmatch(path[-1]):
+            # null is unset upstream: a field that may not be null is a required one
+            return _required([part for part in path if not _INDEX.fullmatch(part)])
+        path = [part for part in path if not _INDEX.fullmatch(part)]  # upstream's paths name no index
     at = "".join(f"{part}: " for part in path)
+    if comment in (SET_MARK, "ndintake: required") and path:  # a required object or map with nothing set
+        return _required(path)
+    if comment == "ndintake: timestamp" and rule == "pattern":  # as nullable.TimeMicrosUnix
+        return f"decode error: data read error: {at}failed to parse the provided time string"
+    if comment.startswith("ndintake: rule ") and path:  # upstream's own rule name
+        named = comment[len("ndintake: rule ") :].split(":")[0]
+        parents = "".join(f"{part}: " for part in path[:-1])
+        return f"validation error: {parents}'{path[-1]}': validation rule '{named}' violated"
+    if rule == "required" and comment.startswith("ndintake: required when "):  # a field that needs another
+        needed, given = definition["required"][0], comment[len("ndintake: required when ") :]
+        return f"validation error: {at}'{needed}' required when '{given}' is set"
     if rule == "required":
         present = value if isinstance(value, dict) else {}
         missing = next((k for k in definition.get("required", ()) if k not in present), "?")
@@ -233,8 +263,8 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
         fields = ";".join(f for branch in definition["anyOf"] for f in branch.get("required", ()))
         return f"validation error: {at}requires at least one of the fields '{fields}'"
     argument = definition.get(rule, "") if rule else ""
-    if isinstance(argument, list):
-        argument = ";".join(str(a) for a in argument)
+    if isinstance(argument, list):  # an enum: upstream checks only non-empty values, null is unset
+        argument = ";".join(str(a) for a in argument if a is not None and a != "")
     elif isinstance(argument, dict):
         argument = ""
     if path:

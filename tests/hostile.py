@@ -89,7 +89,6 @@ DECLARED: dict[str, str | None] = {
 }
 
 #: codec name -> the name of the codec library in ndintake's messages
-LIBRARY = {"gzip": "gzip", "deflate": "flate", "deflate-raw": "flate", "zstd": "zstd", "br": "br", "gzip, br": "br"}
 
 _WBITS = {"gzip": 31, "sniff-gzip": 31, "deflate": 15, "sniff-deflate": 15, "deflate-raw": -15}
 
