@@ -8,6 +8,7 @@ import copy
 import logging
 import os
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -54,15 +55,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` and listening, inheritable by forked workers."""
+def listen(host: str, port: int, *, reuse_port: bool = False, listening: bool = True) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, inheritable by forked
+    workers. ``reuse_port``: in a ``SO_REUSEPORT`` group (each worker listens on
+    a socket of its own and the kernel spreads connections evenly among them);
+    ``listening=False`` only binds (the supervisor's hold on the port)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
-    sock.listen(2048)
+    if listening:
+        sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+#: Workers listen on sockets of their own in a SO_REUSEPORT group where the
+#: platform has it: with one shared socket, whichever worker wakes first takes
+#: a burst of new connections, and keep-alive clients stay on it.
+_SPREAD = hasattr(socket, "SO_REUSEPORT")
 
 
 def _descriptor_budget(wanted: int) -> int:
@@ -109,8 +122,9 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ImportError) as exc:
         print(f"ndintake serve: {exc}", file=sys.stderr)
         return 2
+    spread = args.workers > 1 and _SPREAD
     try:
-        sock = listen(args.host, args.port)
+        sock = listen(args.host, args.port, reuse_port=spread, listening=not spread)
     except OSError as exc:
         print(f"ndintake serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -119,19 +133,20 @@ def serve(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     workers = f", {args.workers} workers" if args.workers > 1 else ""
     scheme = "https" if args.ssl_certfile else "http"
-    print(f"ndintake: listening on {scheme}://{shown}:{port} (sink: {args.sink}{workers})", file=sys.stderr, flush=True)
+    listening = f"ndintake: listening on {scheme}://{shown}:{port} (sink: {args.sink}{workers})"
     try:
         if args.workers == 1:
+            print(listening, file=sys.stderr, flush=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: its own values
             return _run_worker(args, sock, sink)
         _close(sink)  # each worker opens its own
         if not args.metrics:
-            return _supervise(args, sock)
+            return _supervise(args, sock, listening)
         # prometheus-client's multiprocess mode: each worker writes its values
         # there (set before any worker imports prometheus_client)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir = tempfile.mkdtemp(prefix="ndintake-metrics-")
         try:
-            return _supervise(args, sock)
+            return _supervise(args, sock, listening)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -325,20 +340,23 @@ def http_protocol(header_timeout: float, max_connections: int) -> type[asyncio.P
 # -- several workers: a supervisor that forks them --------------------------------------------------
 
 
-def _supervise(args: argparse.Namespace, sock: socket.socket) -> int:
-    """Fork ``args.workers`` workers on the listening socket; on SIGINT or
-    SIGTERM pass SIGTERM on and wait up to ``--grace`` (plus a little for the
-    sink to drain) before killing what is left. A worker that dies is started
-    again."""
+def _supervise(args: argparse.Namespace, sock: socket.socket, listening: str) -> int:
+    """Fork ``args.workers`` workers on the port ``sock`` holds; print
+    ``listening`` once each of them listens; on SIGINT or SIGTERM pass SIGTERM
+    on and wait up to ``--grace`` (plus a little for the sink to drain) before
+    killing what is left. A worker that dies is started again."""
     stopping: list[int] = []
     previous: dict[signal.Signals, Any] = {
         sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     children: dict[int, int] = {}  # pid -> worker number
+    ready, ready_w = os.pipe()  # each worker writes a byte once it listens
     try:
         for number in range(1, args.workers + 1):
-            children[_fork_worker(args, sock, number, previous)] = number
+            children[_fork_worker(args, sock, number, previous, ready_w)] = number
+        _await_workers(ready, args.workers)
+        print(listening, file=sys.stderr, flush=True)
         deadline: float | None = None
         while children:
             if stopping and deadline is None:
@@ -364,16 +382,27 @@ def _supervise(args: argparse.Namespace, sock: socket.socket) -> int:
             if not stopping and number:
                 print(f"ndintake: worker {number} exited ({status}); starting it again", file=sys.stderr, flush=True)
                 time.sleep(0.5)
-                children[_fork_worker(args, sock, number, previous)] = number
+                children[_fork_worker(args, sock, number, previous, ready_w)] = number
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.close(ready)
+        os.close(ready_w)
     print("ndintake: stopped", file=sys.stderr, flush=True)
     return 0
 
 
+def _await_workers(ready: int, count: int, timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` seconds) until ``count`` workers said they listen."""
+    deadline = time.monotonic() + timeout
+    while count > 0 and time.monotonic() < deadline:
+        readable, _, _ = select.select([ready], [], [], max(0.0, deadline - time.monotonic()))
+        if readable:
+            count -= len(os.read(ready, count))
+
+
 def _fork_worker(
-    args: argparse.Namespace, sock: socket.socket, number: int, handlers: dict[signal.Signals, Any]
+    args: argparse.Namespace, sock: socket.socket, number: int, handlers: dict[signal.Signals, Any], ready: int
 ) -> int:
     sys.stderr.flush()
     pid = os.fork()
@@ -388,6 +417,10 @@ def _fork_worker(
         _die_with_parent()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        if _SPREAD:  # a listening socket of its own, in the port's SO_REUSEPORT group
+            held, sock = sock, listen(args.host, sock.getsockname()[1], reuse_port=True)
+            held.close()
+        os.write(ready, b".")
         code = _run_worker(args, sock, open_sink(args.sink), name=f"ndintake worker {number}")
     except BaseException:
         logger.exception("worker %d failed", number)
