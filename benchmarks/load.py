@@ -844,16 +844,13 @@ def versions() -> dict[str, str | None]:
 
 
 def uvicorn_auto() -> dict[str, str]:
-    """What uvicorn's ``http="auto"`` and ``loop="auto"`` pick here (the servers
-    run in this environment): httptools and uvloop when they import."""
-    picked = {}
-    for key, module, fallback in (("http", "httptools", "h11"), ("loop", "uvloop", "asyncio")):
-        try:
-            __import__(module)
-            picked[key] = module
-        except ImportError:
-            picked[key] = fallback
-    return picked
+    """What the servers run on here: ``ndintake serve``'s own choices (its HTTP
+    protocol on httptools when it imports, else h11; its default event loop),
+    which the bare app shares."""
+    from ndintake._serve import event_loop, http_protocol
+
+    base = http_protocol(10.0, 1000).__mro__[1].__name__
+    return {"http": "httptools" if base.startswith("HttpTools") else "h11", "loop": event_loop()}
 
 
 def machine_info() -> dict[str, Any]:
