@@ -90,11 +90,17 @@ def chunked(data: bytes, rng: random.Random) -> list[bytes]:
     return out
 
 
-def run(chunks, profile, declared, limits):
+def run(chunks, profile, declared, limits, paced=False):
+    """Feed ``chunks``; ``paced``: with ``feed_paced`` (the HTTP apps' way: short
+    steps, decoders handing on bounded output), else ``feed``."""
     stream = ndintake.IntakeStream(profile=profile, content_encoding=declared, limits=limits)
     events = []
     for chunk in chunks:
-        events.extend(stream.feed(chunk))
+        if paced:
+            for step in stream.feed_paced(chunk):
+                events.extend(step)
+        else:
+            events.extend(stream.feed(chunk))
     result = stream.close()
     events.extend(result.final_events)
     return result, events
@@ -172,7 +178,7 @@ def TestOneInput(data: bytes) -> None:
     try:
         whole, whole_events = run([body], profile, declared, limits)
         check(whole, whole_events, profile)
-        runs = [run(chunked(body, rng), profile, declared, limits)]
+        runs = [run(chunked(body, rng), profile, declared, limits), run([body], profile, declared, limits, paced=True)]
         if len(body) <= BYTEWISE_MAX:
             runs.append(run([body[i : i + 1] for i in range(len(body))], profile, declared, limits))
     except BaseException as exc:
