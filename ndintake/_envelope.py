@@ -199,10 +199,7 @@ class EnvelopeReader:
             fresh = list(map(not_, map(self._refused.__contains__, lines)))
             lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
         kept, kept_numbers = _MAYBE_EVENT.pick(lines, numbers)
-        blank = count_blank(lines)
-        if max(map(len, lines), default=0) >= self._max:  # an oversized blank line is refused, not skipped
-            blank -= sum(1 for line in lines if len(line) >= self._max and line.isspace())
-        self._stream.count_refused(total - blank - len(kept))
+        self._stream.count_refused(total - count_blank(lines, self._max) - len(kept))
         return kept, kept_numbers
 
     def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:

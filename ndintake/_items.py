@@ -290,13 +290,13 @@ class ItemReader:
         refused item then only counts (its message, with its index, is not
         kept), so a line whose first non-blank byte is not "{" (it parses to no
         object, or fails: refused, strict or not, as ``_take_raw`` would) is
-        counted here unparsed; blank lines are skipped, as ``_take_raw`` does,
-        oversized or not. The index moves on by the refused count, so it is
+        counted here unparsed; blank lines are skipped and oversized ones
+        refused, as ``_take_raw`` does. The index moves on by the refused count, so it is
         exact again after each piece. Only tried after a piece with junk."""
         if not self._junk or self._stream.explaining:
             return lines, numbers
         kept, kept_numbers = _MAYBE_OBJECT.pick(lines, numbers)
-        refused = len(lines) - count_blank(lines) - len(kept)
+        refused = len(lines) - count_blank(lines, self._max) - len(kept)
         self._stream.count_refused(refused)
         self._index += refused
         self._junk = refused > 0
@@ -304,11 +304,13 @@ class ItemReader:
 
     def _take_raw(self, raw: bytes, line_no: int, from_lines: bool) -> None:
         """One item's bytes: an NDJSON line, an array element or a document."""
-        if from_lines and not raw.strip(BLANK):
-            return  # a blank line
+        # Size first, as the APM reader does: a line cut short while it was read
+        # is known only by its start, which may be blank.
         if isinstance(raw, _TooLarge) or len(raw) >= self._max:
             self._reject(raw[: self._max], "item exceeded the permitted size", line_no)
             return
+        if from_lines and not raw.strip(BLANK):
+            return  # a blank line
         try:
             value = parse_line(raw, self._stream.strict)
         except orjson.JSONDecodeError as exc:

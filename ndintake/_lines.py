@@ -40,9 +40,14 @@ class LineStart:
         return kept, kept_numbers
 
 
-def count_blank(lines: list[bytes]) -> int:
-    """How many lines are empty or ASCII whitespace only (``not line.strip()``)."""
-    return lines.count(b"") + sum(map(bytes.isspace, lines))
+def count_blank(lines: list[bytes], max_size: int) -> int:
+    """How many lines are empty or ASCII whitespace only (``not line.strip()``)
+    and shorter than ``max_size``: an oversized line is refused for its size,
+    blank or not (a line cut short while read is only known by its start)."""
+    blank = lines.count(b"") + sum(map(bytes.isspace, lines))
+    if max(map(len, lines), default=0) >= max_size:
+        blank -= sum(1 for line in lines if len(line) >= max_size and line.isspace())
+    return blank
 
 
 class LineSplitter:

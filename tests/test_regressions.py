@@ -43,3 +43,26 @@ def test_zstd_block_before_a_partial_frame_magic_is_handed_on() -> None:
         stream.feed(payload[cut:])
         result = stream.close()
         assert (result.status, result.accepted, result.errors[-1].message) == expected, cut
+
+
+def test_an_oversized_line_that_starts_blank_is_refused_however_it_is_cut() -> None:
+    """Found by the fuzzer (its feed_paced run): a prodlytics NDJSON line longer
+    than max_event_size whose first max_event_size bytes are blanks was refused
+    as too large when it came in one piece, and skipped as a blank line when
+    cut while read (only its start is kept). The fuzzer's input, as the body."""
+    body = bytes.fromhex(
+        "0b" * 72 + "0203017b5b7b2275730100000000000106060606060606060606062b002d00000000000000000000000000"
+        "de0000000000350000000000227d5d00000000350000000000227d5d7d0a"
+    )
+    limits = ndintake.Limits(max_event_size=64, max_body_size=512)
+    for profile in ("prodlytics", "apm"):
+        whole = ndintake.validate(body, profile=profile, limits=limits)
+        for size in (1, 7, 64, 100):
+            cut = ndintake.validate_chunks([body[i : i + size] for i in range(0, len(body), size)], profile=profile, limits=limits)
+            assert (cut.status, cut.accepted, cut.invalid) == (whole.status, whole.accepted, whole.invalid), (profile, size)
+        paced = ndintake.IntakeStream(profile=profile, limits=limits)
+        list(paced.feed_paced(body))
+        assert paced.close().status == whole.status
+    assert ndintake.validate(body, profile="prodlytics", limits=limits).errors[0].message.endswith(
+        "item exceeded the permitted size"
+    )
