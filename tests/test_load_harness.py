@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import uvicorn  # noqa: F401  (the harness runs servers on it; in the test extra)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytest.importorskip("uvicorn")
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 from .._errors import QueueFull, SinkUnavailable
@@ -40,7 +41,7 @@ def messages(batch: Batch, format: Format) -> list[Message]:
     ]
 
 
-class BrokerSink:
+class BrokerSink(ABC):
     """Base of the asynchronous broker sinks.
 
     ``await sink(batch)`` sends the batch's messages (:meth:`_send`, written by
@@ -122,10 +123,10 @@ class BrokerSink:
             if self._in_flight == 0:
                 self._idle.set()
 
+    @abstractmethod
     async def _send(self, messages: list[Message]) -> None:
         """Send the messages; return once the broker acknowledged every one.
         Raise QueueFull (broker full) or SinkUnavailable (broker down)."""
-        raise NotImplementedError
 
     async def drain(self) -> None:
         """Refuse new batches, then wait (at most :attr:`bound` seconds) for
