@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_MAX_CONNECTIONS,
         event_loop,
         http_protocol,
-        ignore_signal,
         listen,
+        run_uvicorn,
     )
 
     sock = listen(args.host, args.port)
@@ -91,12 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         http=http_protocol(DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS),
         loop=event_loop(args.loop),
     )
-    previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        run_uvicorn(config, sock)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         sock.close()
         for pid in children:
             try:

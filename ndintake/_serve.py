@@ -201,12 +201,9 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
-    previous = {signum: signal.signal(signum, ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        run_uvicorn(config, sock)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         _close(sink)
         if metrics is not None:
             from ._metrics import mark_process_dead
@@ -223,9 +220,22 @@ def _close(sink: Any) -> None:
         close()
 
 
-def ignore_signal(signum: int, frame: Any) -> None:
-    """uvicorn re-raises the signal it stopped on once it is done; by then
-    the shutdown was graceful, so the signal is ignored here."""
+def run_uvicorn(config: Any, sock: socket.socket) -> None:
+    """Serve ``config`` on ``sock`` until SIGINT or SIGTERM. uvicorn re-raises
+    the signal it stopped on once it is done; by then the shutdown was
+    graceful, so that signal is ignored here."""
+    import uvicorn
+
+    previous = {signum: signal.signal(signum, _ignore_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
 
 
 def event_loop(wanted: str = "asyncio") -> str:
