@@ -6,7 +6,7 @@ answers ``200 {}``). Nothing is decoded or validated, so its requests/s and
 MB/s are what uvicorn, the event loop and the loopback socket cost alone.
 
 The uvicorn configuration is the one ``ndintake serve`` builds, from its own
-pieces (``ndintake/_serve.py``: the listening socket, the HTTP protocol with its
+pieces (``ndintake/server/serve.py``: the listening socket, the HTTP protocol with its
 header timeout and connection cap on httptools, uvloop where installed).
 ``--workers N`` forks N processes that share the one listening socket.
 """
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from ndintake._serve import (
+    from ndintake.server.serve import (
         DEFAULT_HEADER_TIMEOUT,
         DEFAULT_MAX_CONNECTIONS,
         event_loop,

@@ -3,7 +3,7 @@
     python -m benchmarks.gc_pause [--size MB] [--rounds N]
 
 Times one zstd body of the realistic corpus fed in 64 KiB chunks, with
-``ndintake._stream.gc_paused`` as shipped and replaced by a no-op, for each way
+``ndintake.core.stream.gc_paused`` as shipped and replaced by a no-op, for each way
 of taking the events: returned by ``feed`` and dropped (``none``) or kept
 (``none-keep``); handed to a sink that drops them (``sink``) or keeps them
 (``sink-keep``). With a sink the GC is never paused (the sink is user code), so
@@ -21,7 +21,7 @@ from typing import Any, Callable
 import zstandard
 
 import ndintake
-import ndintake._stream as stream_module
+import ndintake.core.stream as stream_module
 
 from . import corpus
 

@@ -847,7 +847,7 @@ def uvicorn_auto() -> dict[str, str]:
     """What the servers run on here: ``ndintake serve``'s own choices (its HTTP
     protocol on httptools when it imports, else h11; its default event loop),
     which the bare app shares."""
-    from ndintake._serve import event_loop, http_protocol
+    from ndintake.server.serve import event_loop, http_protocol
 
     base = http_protocol(10.0, 1000).__mro__[1].__name__
     return {"http": "httptools" if base.startswith("HttpTools") else "h11", "loop": event_loop()}

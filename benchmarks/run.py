@@ -87,7 +87,7 @@ def machine() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     try:
-        from ndintake import _schemas
+        from ndintake.core import schemas as _schemas
 
         info["ndintake_backend"] = _schemas.backend()  # internal; may move
     except (ImportError, AttributeError):

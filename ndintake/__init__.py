@@ -4,16 +4,16 @@ A sans-I/O core (:class:`IntakeStream`) fed with body chunks, and thin helpers
 around it for a whole body, an iterable, an async iterable or a file.
 """
 
-from ._api import validate, validate_async, validate_chunks, validate_file
-from ._decode import MAX_CODINGS, SUPPORTED_ENCODINGS
-from ._errors import EventError, NdintakeError, QueueFull, SinkUnavailable
-from ._event import Event
-from ._facets import facets
-from ._limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE, Limits
-from ._profiles import PROFILES
-from ._result import MAX_EVENT_ERRORS, IntakeResult
-from ._schemas import BACKENDS, backend
-from ._stream import IntakeStream
+from .core.api import validate, validate_async, validate_chunks, validate_file
+from .core.decode import MAX_CODINGS, SUPPORTED_ENCODINGS
+from .core.errors import EventError, NdintakeError, QueueFull, SinkUnavailable
+from .core.event import Event
+from .profiles.datadog.facets import facets
+from .core.limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE, Limits
+from .profiles.base import PROFILES
+from .core.result import MAX_EVENT_ERRORS, IntakeResult
+from .core.schemas import BACKENDS, backend
+from .core.stream import IntakeStream
 
 __version__ = "0.1.0"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ndintake._auth import Authenticator
-from ndintake._http import Intake
+from ndintake.server.auth import Authenticator
+from ndintake.server.handler import Intake
 
 from httpkit import NDJSON, Recorder, body_of, drive, python_agent_traffic, request
 from servekit import LOOPBACK, ServeProcess, post

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ndintake
-from ndintake import _schemas
-from ndintake._profiles import PROFILES
+from ndintake.core import schemas as _schemas
+from ndintake.profiles.base import PROFILES
 from conftest import realistic_corpus
 
 DATA = Path(__file__).parent / "data"
@@ -182,4 +182,4 @@ def test_backend_variable_is_read_at_import() -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 1
-    assert "ndintake._errors.NdintakeError: NDINTAKE_BACKEND='nope'; known backends" in done.stderr
+    assert "ndintake.core.errors.NdintakeError: NDINTAKE_BACKEND='nope'; known backends" in done.stderr

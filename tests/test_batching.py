@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ndintake
-from ndintake._envelope import EnvelopeReader
-from ndintake._schemas import lines_accept
+from ndintake.profiles.apm.envelope import EnvelopeReader
+from ndintake.core.schemas import lines_accept
 from conftest import realistic_corpus
 from test_backends import REPLACEMENTS, _paths, mutate
 

@@ -15,7 +15,8 @@ import pytest
 import zstandard
 
 import ndintake
-from ndintake import _cliargs, cli
+from ndintake import cli
+from ndintake.cli import args as _cliargs
 from conftest import errors_body
 
 ROOT = Path(__file__).resolve().parent.parent

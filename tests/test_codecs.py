@@ -15,7 +15,7 @@ import zstandard
 
 import ndintake
 from hostile import run_isolated
-from ndintake._decode import _BROTLI_HOLD
+from ndintake.core.decode import _BROTLI_HOLD
 from conftest import (
     CODECS,
     INVALID_EVENT_LINES,
@@ -632,7 +632,7 @@ def test_bomb_of_zeros_as_metadata_is_400_without_inflating_it(tmp_path):
 def test_stdlib_zlib_fallback_gives_the_same_results(codec, monkeypatch):
     """Where zlib-ng cannot be installed, the standard library's zlib takes its
     place: same results, same messages, intact and corrupt alike."""
-    import ndintake._decode as decode
+    import ndintake.core.decode as decode
 
     payload, declared = encode(errors_body(), codec)
     cases = [payload, payload[:-5]] + [_flip(payload, i) for i in range(len(payload) // 3, len(payload) - 2, 53)]

@@ -17,7 +17,7 @@ import pytest
 
 import ndintake
 from ndintake import cli
-from ndintake._config import MASK, OPTIONS, env_name
+from ndintake.server.config import MASK, OPTIONS, env_name
 
 from httpkit import NDJSON, body_of
 from servekit import LOOPBACK, ServeProcess, post

@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ndintake import _schemas
-from ndintake._envelope import parse_line
-from ndintake._profiles import PROFILES
+from ndintake.core import schemas as _schemas
+from ndintake.profiles.apm.envelope import parse_line
+from ndintake.profiles.base import PROFILES
 from conftest import run
 
 TRACE = "0123456789abcdef0123456789abcdef"

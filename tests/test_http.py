@@ -1,4 +1,4 @@
-"""The sans-I/O request handling (ndintake._http): routes, APM Server's answers, hooks."""
+"""The sans-I/O request handling (ndintake.server.handler): routes, APM Server's answers, hooks."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import ndintake
-from ndintake._http import Batcher
-from ndintake._responses import go_json
+from ndintake.server.handler import Batcher
+from ndintake.server.responses import go_json
 from ndintake.server import (
     READ,
     Authenticator,

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 import ndintake
 from conftest import metadata_line, run, valid_event_lines
 from hostile import ITEM
-from ndintake import _envelope, _items, _schemas
-from ndintake._envelope import EnvelopeReader
-from ndintake._items import ItemReader
+from ndintake.core import schemas as _schemas
+from ndintake.profiles.apm import envelope as _envelope
+from ndintake.profiles.datadog import items as _items
+from ndintake.profiles.apm.envelope import EnvelopeReader
+from ndintake.profiles.datadog.items import ItemReader
 from test_invariants import V3_LINES, V3_METADATA
 
 LIMIT = 5000  # max_event_size: every valid line fits, the oversized ones below do not

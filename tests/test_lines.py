@@ -9,7 +9,7 @@ import pytest
 
 import ndintake
 from conftest import errors_body, load, metadata_line, run, summary
-from ndintake._lines import LineSplitter
+from ndintake.core.lines import LineSplitter
 
 META = metadata_line()
 MINIMAL_EVENTS = load("intake-v2/minimal.ndjson").rstrip(b"\n").split(b"\n")[1:]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ndintake._metrics import REASONS, Metrics
+from ndintake.server.metrics import REASONS, Metrics
 from ndintake.asgi import IntakeASGI
 from ndintake.server import READ, Admit, Authenticator, Intake, Response
 from ndintake.wsgi import IntakeWSGI

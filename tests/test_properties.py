@@ -24,7 +24,7 @@ from conftest import (
     summary,
     valid_event_lines,
 )
-from ndintake._lines import LineSplitter
+from ndintake.core.lines import LineSplitter
 
 #: NDINTAKE_MAX_EXAMPLES=2000 for a long run; the default keeps the suite fast
 SETTINGS = settings(

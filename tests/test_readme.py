@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ndintake import _rumv3
+from ndintake.profiles.apm import rumv3 as _rumv3
 from conftest import readme_blocks
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 
 import ndintake
 from ndintake import cli
-from ndintake._serve import MISSING_UVICORN
+from ndintake.server.serve import MISSING_UVICORN
 from ndintake.asgi import IntakeASGI
 from ndintake.server import Batch, JsonLinesSink, open_sink
 

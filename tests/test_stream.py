@@ -620,7 +620,7 @@ def test_feed_paced_hands_on_a_bounded_amount_per_step_however_much_the_input_in
     import brotli
     import zstandard
 
-    from ndintake._decode import STEP_OUTPUT
+    from ndintake.core.decode import STEP_OUTPUT
 
     raw = metadata_line() + b"\n" + b"1\n" * 10_000_000
     compress = {
@@ -776,7 +776,7 @@ def test_the_gc_is_enabled_inside_the_sink():
 
 
 def test_the_gc_pause_is_counted_across_threads():
-    from ndintake._stream import gc_paused
+    from ndintake.core.stream import gc_paused
 
     assert gc.isenabled()
     first, second = gc_paused(), gc_paused()

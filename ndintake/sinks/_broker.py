@@ -8,8 +8,8 @@ import logging
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
-from .._errors import QueueFull, SinkUnavailable
-from .._hooks import Batch
+from ..core.errors import QueueFull, SinkUnavailable
+from .hooks import Batch
 from .records import DEFAULT_FORMAT, FORMATS, BatchRecords, Format, batch_key, encode_batch, record_format
 from .url import SinkURL, positive_float, positive_int
 

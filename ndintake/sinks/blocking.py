@@ -7,8 +7,8 @@ import concurrent.futures
 import threading
 from typing import Any
 
-from .._errors import QueueFull, SinkUnavailable
-from .._hooks import Batch
+from ..core.errors import QueueFull, SinkUnavailable
+from .hooks import Batch
 
 #: Seconds added to the sink's own bound before a call gives up on it.
 MARGIN = 5.0

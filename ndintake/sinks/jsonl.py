@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
-from .._hooks import Batch
+from .hooks import Batch
 from .records import DEFAULT_FORMAT, FORMATS, BatchRecords, Format, encode_batch, record_format
 from .url import SinkURL, flag
 

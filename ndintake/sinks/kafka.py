@@ -18,8 +18,8 @@ import logging
 import threading
 from typing import Any
 
-from .._errors import QueueFull, SinkUnavailable
-from .._hooks import Batch
+from ..core.errors import QueueFull, SinkUnavailable
+from .hooks import Batch
 from . import records
 from .records import FORMATS, Format
 from .url import SinkURL, positive_float, positive_int

@@ -8,7 +8,7 @@ import json
 import string
 from typing import Any, Callable
 
-from .._errors import QueueFull, SinkUnavailable
+from ..core.errors import QueueFull, SinkUnavailable
 from ._broker import BrokerSink, Message
 from .records import Format
 from .url import SinkURL

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import orjson
 
-from .._event import Event
-from .._hooks import Batch
+from ..core.event import Event
+from .hooks import Batch
 
 #: The two record formats a sink URL may ask for (``format=``).
 Format = Literal["event", "batch"]

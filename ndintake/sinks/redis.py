@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._errors import QueueFull, SinkUnavailable
+from ..core.errors import QueueFull, SinkUnavailable
 from ._broker import BrokerSink, Message
 from .records import Format
 from .url import SinkURL, positive_int

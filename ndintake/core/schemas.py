@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import fastjsonschema
 import orjson
 
-from ._errors import NdintakeError
-from ._isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
+from .errors import NdintakeError
+from .isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -54,7 +54,7 @@ def backend() -> str:
 
 def schema_files() -> Traversable:
     """The package's schema directory, ``ndintake/schemas`` (the same in every kind of install)."""
-    return resources.files(__package__) / "schemas"
+    return resources.files("ndintake") / "schemas"
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Prometheus metrics for an intake server: what :class:`~ndintake._http.Exchange` reports.
+"""Prometheus metrics for an intake server: what :class:`~ndintake.server.handler.Exchange` reports.
 
 :class:`Metrics` defines the metrics (with ``prometheus-client``, imported only
 when one is made) and records what the sans-I/O handler tells it. Pass one to
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from ._hooks import Batch
+    from ..sinks.hooks import Batch
 
 #: Buckets of the request duration histogram, in seconds (the default
 #: timeout is 30 s).

@@ -6,11 +6,11 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import AsyncIterable, BinaryIO, Callable, Iterable, Union
 
-from ._errors import QueueFull
-from ._event import Event
-from ._limits import Limits
-from ._result import IntakeResult
-from ._stream import SINK_FAILED, SINK_QUEUE_FULL, IntakeStream, logger
+from .errors import QueueFull
+from .event import Event
+from .limits import Limits
+from .result import IntakeResult
+from .stream import SINK_FAILED, SINK_QUEUE_FULL, IntakeStream, logger
 
 
 def _ignore(events: list[Event]) -> None:

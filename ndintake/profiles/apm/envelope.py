@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
-from ._errors import DecodeError, EventError, Fatal
-from ._event import Event
-from ._lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
-from ._rumv3 import METADATA, expand
-from ._schemas import Validator, lines_accept
+from ...core.errors import DecodeError, EventError, Fatal
+from ...core.event import Event
+from ...core.lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
+from .rumv3 import METADATA, expand
+from ...core.schemas import Validator, lines_accept
 
 if TYPE_CHECKING:
-    from ._profiles import Profile
-    from ._stream import IntakeStream
+    from ..base import Profile
+    from ...core.stream import IntakeStream
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError

@@ -7,8 +7,8 @@ import inspect
 import queue
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Union
 
-from ._errors import QueueFull
-from ._event import Event
+from ..core.errors import QueueFull
+from ..core.event import Event
 
 
 class Batch(list[Event]):

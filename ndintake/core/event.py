@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._facets import facets
-from ._rumv3 import expand_event
+from ..profiles.datadog.facets import facets
+from ..profiles.apm.rumv3 import expand_event
 
 
 @dataclass(slots=True)

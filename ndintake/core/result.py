@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import orjson
 
-from ._errors import EventError
-from ._event import Event
+from .errors import EventError
+from .event import Event
 
 #: At most this many per-event errors are kept in a result (later ones are only counted).
 MAX_EVENT_ERRORS = 5

@@ -6,17 +6,17 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ._envelope import EnvelopeReader
-from ._errors import DecodeError, EventError, NdintakeError
-from ._event import Event
-from ._items import ItemReader
-from ._limits import Limits
-from ._result import IntakeResult, apm_response
-from ._rumv3 import is_internal_metricset, keeps_metricset
-from ._schemas import Validator
+from .apm.envelope import EnvelopeReader
+from ..core.errors import DecodeError, EventError, NdintakeError
+from ..core.event import Event
+from .datadog.items import ItemReader
+from ..core.limits import Limits
+from ..core.result import IntakeResult, apm_response
+from .apm.rumv3 import is_internal_metricset, keeps_metricset
+from ..core.schemas import Validator
 
 if TYPE_CHECKING:
-    from ._stream import IntakeStream
+    from ..core.stream import IntakeStream
 
 
 #: ``handler(value, line, line_no, out) -> dropped``: appends the events a valid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import NdintakeError
+from .errors import NdintakeError
 
 #: APM Server's default ``max_event_size``: 300 KiB per line.
 DEFAULT_MAX_EVENT_SIZE = 307_200

@@ -22,7 +22,7 @@ else:
     except ImportError:  # pragma: no cover - depends on what is installed
         import zlib
 
-from ._errors import DecodeError
+from .errors import DecodeError
 
 Sink = Callable[[bytes], None]
 

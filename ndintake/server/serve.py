@@ -19,12 +19,12 @@ import time
 from importlib.util import find_spec
 from typing import Any
 
-from . import __version__
-from ._auth import Authenticator
-from ._config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ConfigError, add_options, render, resolve
-from ._limits import Limits
-from ._ratelimit import RateLimiter
-from .sinks import open_sink
+from .. import __version__
+from .auth import Authenticator
+from .config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ConfigError, add_options, render, resolve
+from ..core.limits import Limits
+from .ratelimit import RateLimiter
+from ..sinks import open_sink
 
 MISSING_UVICORN = "ndintake serve needs uvicorn: pip install 'ndintake[server]'"
 MISSING_PROMETHEUS = (
@@ -175,7 +175,7 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
     limits = Limits(max_event_size=args.max_event_size, max_body_size=args.max_body_size)
     metrics = None
     if args.metrics:
-        from ._metrics import Metrics
+        from .metrics import Metrics
 
         metrics = Metrics()
     app = IntakeASGI(
@@ -206,7 +206,7 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
     finally:
         _close(sink)
         if metrics is not None:
-            from ._metrics import mark_process_dead
+            from .metrics import mark_process_dead
 
             mark_process_dead(os.getpid())  # its live gauges no longer count
     count = getattr(sink, "count", 0) if sink is not None else 0
@@ -260,9 +260,9 @@ def _log_config(log_format: str = "text", level: str = "info") -> dict[str, Any]
     config["loggers"]["ndintake"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     if log_format == "json":
         for name in ("default", "access"):
-            config["formatters"][name] = {"()": "ndintake._logjson.JsonFormatter"}
+            config["formatters"][name] = {"()": "ndintake.server.logjson.JsonFormatter"}
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config.setdefault("filters", {})["descriptors"] = {"()": "ndintake._serve.DescriptorExhaustion"}
+    config.setdefault("filters", {})["descriptors"] = {"()": "ndintake.server.serve.DescriptorExhaustion"}
     config["loggers"]["asyncio"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config["handlers"]["default"]["filters"] = ["descriptors"]
     return config
@@ -386,7 +386,7 @@ def _supervise(args: argparse.Namespace, sock: socket.socket, listening: str) ->
                 continue
             number = children.pop(pid, 0)
             if args.metrics:
-                from ._metrics import mark_process_dead
+                from .metrics import mark_process_dead
 
                 mark_process_dead(pid)  # killed workers never marked themselves
             if not stopping and number:

@@ -2,11 +2,11 @@
 the WSGI app (:mod:`ndintake.wsgi`): their hooks, and the sans-I/O request
 handling they share (:class:`Intake`, :class:`Exchange`), for other drivers."""
 
-from ._auth import Authenticator, AuthOutcome
-from ._errors import QueueFull, SinkUnavailable
-from ._hooks import Batch, Sink, Undelivered, offer, offer_each
-from ._metrics import Metrics
-from ._http import (
+from .auth import Authenticator, AuthOutcome
+from ..core.errors import QueueFull, SinkUnavailable
+from ..sinks.hooks import Batch, Sink, Undelivered, offer, offer_each
+from .metrics import Metrics
+from .handler import (
     BATCH_LINES,
     DEFAULT_ADMISSION_WAIT,
     DEFAULT_MAX_CONCURRENT_DECODERS,
@@ -22,9 +22,9 @@ from ._http import (
     Sleep,
     routes,
 )
-from ._ratelimit import RateLimiter, TokenBucket
-from ._responses import SERVER_VERSION, Response
-from .sinks import JsonLinesSink, open_sink
+from .ratelimit import RateLimiter, TokenBucket
+from .responses import SERVER_VERSION, Response
+from ..sinks import JsonLinesSink, open_sink
 
 __all__ = [
     "BATCH_LINES",

@@ -9,13 +9,13 @@ import threading
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
-from ._decode import make_decoder
-from ._envelope import text
-from ._errors import DecodeError, EventError, Fatal, NdintakeError, QueueFull
-from ._event import Event
-from ._limits import Limits
-from ._profiles import get_profile
-from ._result import MAX_EVENT_ERRORS, IntakeResult
+from .decode import make_decoder
+from ..profiles.apm.envelope import text
+from .errors import DecodeError, EventError, Fatal, NdintakeError, QueueFull
+from .event import Event
+from .limits import Limits
+from ..profiles.base import get_profile
+from .result import MAX_EVENT_ERRORS, IntakeResult
 
 
 #: ``feed_paced`` cuts chunks so that each step decodes about this much...

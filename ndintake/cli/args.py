@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ._decode import MAX_CODINGS, SUPPORTED_ENCODINGS
+from ..core.decode import MAX_CODINGS, SUPPORTED_ENCODINGS
 
 __all__ = [
     "content_encoding",

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Mapping, Union
 from urllib.parse import parse_qs
 
-from ._auth import Authenticator, AuthOutcome, event_origin
-from ._event import Event
-from ._errors import QueueFull, SinkUnavailable
-from ._hooks import Batch, Sink, Undelivered
-from ._limits import Limits
-from ._ratelimit import BATCH_WAIT, RateLimiter, TokenBucket
-from ._responses import (
+from .auth import Authenticator, AuthOutcome, event_origin
+from ..core.event import Event
+from ..core.errors import QueueFull, SinkUnavailable
+from ..sinks.hooks import Batch, Sink, Undelivered
+from ..core.limits import Limits
+from .ratelimit import BATCH_WAIT, RateLimiter, TokenBucket
+from .responses import (
     SERVER_VERSION,
     Response,
     apm,
@@ -36,11 +36,11 @@ from ._responses import (
     failed,
     server_info,
 )
-from ._result import IntakeResult
-from ._stream import IntakeStream
+from ..core.result import IntakeResult
+from ..core.stream import IntakeStream
 
 if TYPE_CHECKING:
-    from ._metrics import Metrics
+    from .metrics import Metrics
 
 logger = logging.getLogger("ndintake.server")
 
@@ -130,8 +130,8 @@ class Sleep:
 @dataclass(frozen=True, slots=True)
 class Deliver:
     """The effect asking the driver to hand ``batches`` to the sink, in order
-    (see :func:`ndintake._hooks.offer`), and to reply once every one was taken.
-    If the sink fails, the driver throws :class:`~ndintake._hooks.Undelivered`
+    (see :func:`ndintake.sinks.hooks.offer`), and to reply once every one was taken.
+    If the sink fails, the driver throws :class:`~ndintake.sinks.hooks.Undelivered`
     (how many were taken, and the cause) back through ``step(error=...)``."""
 
     batches: list[Batch]
@@ -208,13 +208,13 @@ class Batcher:
 class Intake:
     """An intake server's configuration and state, shared by its requests.
 
-    ``sink``: receives each :class:`~ndintake._hooks.Batch` of accepted events
+    ``sink``: receives each :class:`~ndintake.sinks.hooks.Batch` of accepted events
     (a callable, under ASGI also a coroutine function, or a bounded queue);
     raising :class:`~ndintake.QueueFull` (or a full queue) ends the
     request with 503 and the batch uncounted. ``authenticator``: see
-    :class:`~ndintake._auth.Authenticator`. ``rate_limiter``: applies to
+    :class:`~ndintake.server.auth.Authenticator`. ``rate_limiter``: applies to
     anonymous requests (no authenticator, or RUM without credentials), see
-    :class:`~ndintake._ratelimit.RateLimiter`. ``timeout``: seconds a request
+    :class:`~ndintake.server.ratelimit.RateLimiter`. ``timeout``: seconds a request
     may take, body and sink included (None: no limit); past it the answer is
     503 ``request timed out`` (prodlytics: 408), with the count of events the
     sink took. ``limits``: per profile name (``apm``, ``rum``, ``prodlytics``),
@@ -222,7 +222,7 @@ class Intake:
     ``max_concurrent_decoders``: intake requests reading their body at once
     (None: no limit); a request that finds no slot within ``admission_wait``
     seconds is answered 503 before its body is read. ``metrics``: a
-    :class:`~ndintake._metrics.Metrics` to record into; ``GET /metrics`` then
+    :class:`~ndintake.server.metrics.Metrics` to record into; ``GET /metrics`` then
     answers with them (None, the default: nothing recorded, no such route).
     ``allow_origins``: the origins RUM routes answer (APM Server's
     ``rum.allow_origins``, ``*`` wildcards; default every origin): a request
@@ -328,7 +328,7 @@ class Exchange:
         self._in_flight = 0  # events handed to the sink, not yet taken
         self._bucket: TokenBucket | None = None
         self._began = time.perf_counter()
-        #: Why the request was refused or stopped early (a reason of :mod:`ndintake._metrics`).
+        #: Why the request was refused or stopped early (a reason of :mod:`ndintake.server.metrics`).
         self.refusal: str | None = None
         self._restricted: Authenticator | None = None  # checks each anonymous batch's agent and service
         self._gen = self._run()
@@ -602,7 +602,7 @@ class Exchange:
 
     def _metrics(self) -> Response:
         """The Prometheus text exposition of the intake's metrics."""
-        from ._metrics import CONTENT_TYPE
+        from .metrics import CONTENT_TYPE
 
         assert self.intake.metrics is not None
         if self.request.method not in ("GET", "HEAD"):

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import orjson
 
-from ._envelope import parse_line
-from ._errors import DecodeError, EventError, Fatal
-from ._event import Event
-from ._lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
+from ..apm.envelope import parse_line
+from ...core.errors import DecodeError, EventError, Fatal
+from ...core.event import Event
+from ...core.lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
 
 if TYPE_CHECKING:
-    from ._profiles import Profile
-    from ._stream import IntakeStream
+    from ..base import Profile
+    from ...core.stream import IntakeStream
 
 #: The start of an NDJSON line that may be an object: "{" after blanks. Any other
 #: line parses to no object, or not at all (see _envelope._MAYBE_EVENT): it is

@@ -18,13 +18,13 @@ from typing import IO, BinaryIO, Callable
 
 import orjson
 
-from ._decode import _is_zlib_header, make_decoder
-from ._errors import DecodeError
-from ._event import Event
-from ._limits import Limits
-from ._profiles import PROFILES
-from ._result import IntakeResult
-from ._stream import IntakeStream
+from ..core.decode import _is_zlib_header, make_decoder
+from ..core.errors import DecodeError
+from ..core.event import Event
+from ..core.limits import Limits
+from ..profiles.base import PROFILES
+from ..core.result import IntakeResult
+from ..core.stream import IntakeStream
 
 SUFFIX_ENCODINGS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".br": "br", ".zz": "deflate"}
 #: ``NDINTAKE_PROGRESS=1`` shows progress even when stderr is not a terminal, from the first

@@ -1,5 +1,5 @@
 """``ndintake check``: validate request bodies stored in files, print JSON results;
-``ndintake serve``: run the reference intake server (see ``_serve.py``)."""
+``ndintake serve``: run the reference intake server (see :mod:`ndintake.server.serve`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import __version__, _check
-from ._cliargs import content_encoding, positive_int
-from ._decode import SUPPORTED_ENCODINGS
-from ._profiles import PROFILES
-from ._serve import add_arguments as add_serve_arguments
-from ._serve import serve
+from .. import __version__
+from . import check as checking
+from .args import content_encoding, positive_int
+from ..core.decode import SUPPORTED_ENCODINGS
+from ..profiles.base import PROFILES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Request limits apply: a body that decodes to more than --max-body-size bytes stops with 413, "
         "as it would at the server (raise the option to check a larger capture). Progress (decoded bytes and "
         "events) shows on stderr when it is a terminal, once 32 MiB have been decoded; "
-        f"{_check.PROGRESS_ENV}=1 forces it, =0 turns it off.",
+        f"{checking.PROGRESS_ENV}=1 forces it, =0 turns it off.",
     )
     check.set_defaults(usage_error=check.error)
     check.add_argument("files", nargs="+", metavar="FILE", help="a body file, or - for standard input (once)")
@@ -70,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "and Datadog prodlytics (/api/v2/prodlytics) on uvicorn; accepted events go to the sink. "
         "SIGINT or SIGTERM stops it gracefully.",
     )
+    # imported here: the server's modules use .args, which runs this package first
+    from ..server.serve import add_arguments as add_serve_arguments
+
     add_serve_arguments(serve_command)
     return parser
 
@@ -79,8 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
+        from ..server.serve import serve
+
         return serve(args)
-    return _check.run(args, args.usage_error)
+    return checking.run(args, args.usage_error)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from ._result import IntakeResult
-from ._stream import IntakeStream
+from ..core.result import IntakeResult
+from ..core.stream import IntakeStream
 
 #: The APM Server version ``GET /`` reports: recent enough for every official
 #: agent to use all of its features, old enough for none to refuse it.
@@ -99,6 +99,6 @@ def failed(profile: str, status: int, message: str) -> IntakeResult:
 
 def server_info(version: str) -> dict[str, Any]:
     """APM Server's ``GET /`` body for authenticated clients."""
-    from . import __version__
+    from .. import __version__
 
     return {"build_date": BUILD_DATE, "build_sha": f"ndintake-{__version__}", "publish_ready": True, "version": version}

@@ -18,12 +18,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ._auth import DEFAULT_ALLOW_AGENT
-from ._cliargs import non_negative_float, port_number, positive_float, positive_int
-from ._http import DEFAULT_ADMISSION_WAIT, DEFAULT_MAX_CONCURRENT_DECODERS, DEFAULT_TIMEOUT
-from ._limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE
-from ._ratelimit import DEFAULT_EVENTS_PER_SECOND, DEFAULT_MAX_CLIENTS
-from .sinks import SINK_SPELLINGS
+from .auth import DEFAULT_ALLOW_AGENT
+from ..cli.args import non_negative_float, port_number, positive_float, positive_int
+from .handler import DEFAULT_ADMISSION_WAIT, DEFAULT_MAX_CONCURRENT_DECODERS, DEFAULT_TIMEOUT
+from ..core.limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE
+from .ratelimit import DEFAULT_EVENTS_PER_SECOND, DEFAULT_MAX_CLIENTS
+from ..sinks import SINK_SPELLINGS
 
 if sys.version_info >= (3, 11):
     import tomllib

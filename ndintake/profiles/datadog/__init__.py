@@ -1,0 +1,1 @@
+"""Datadog's product analytics intake: the item reader and facets."""
