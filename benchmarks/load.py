@@ -437,6 +437,11 @@ def latency_summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def within(values: list[float], seconds: float) -> float | None:
+    """The share of ``values`` (every answer's latency) at most ``seconds``."""
+    return round(sum(1 for x in values if x <= seconds) / len(values), 4) if values else None
+
+
 @dataclass
 class Tally:
     expected_events: int | None  # None: the server does not count (the bare app)
@@ -806,6 +811,7 @@ def run_cell(
         "latency_202": latency_summary(tally.accepted_latency),
         "latency_refused": latency_summary(tally.refused_latency),
         "latency_other": latency_summary(tally.other_latency),
+        "within_2s": within(tally.accepted_latency + tally.refused_latency + tally.other_latency, 2.0),
         "server_rss_start_mb": round(rss_start / 1e6, 1),
         "server_peak_rss_mb": round(max(sampler.peak, rss_start) / 1e6, 1),
         "server_hwm_sum_mb": round(hwm / 1e6, 1) if hwm_reset else None,
@@ -917,10 +923,10 @@ def format_report(report: dict[str, Any]) -> str:
     out.append("")
     out.append(
         "| server | body | c | req/s | events/s | dec MB/s | wire MB/s | 202 / refused / other |"
-        " 202 p50 / p99 ms | refused p50 / p99 ms | peak RSS MB | probe p99 / max ms | vs bare | vs validate |"
+        " 202 p50 / p99 ms | refused p50 / p99 ms | within 2 s | peak RSS MB | probe p99 / max ms | vs bare | vs validate |"
         " server cores | client cores |"
     )
-    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     def mark(cell: dict[str, Any]) -> str:
         cores = cell["cpu"]["client_cores"]
         return " †" if cores is not None and cores >= CLIENT_BOUND else ""
@@ -934,7 +940,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"| {c['server']} | {c['body']} | {c['concurrency']} | {_num(c['requests_s'])}{mark(c)} | {_num(c['events_s'])}"
             f" | {_num(c['decoded_mb_s'])} | {_num(c['wire_mb_s'])} | {s['202']} / {s['refused']} / {s['other']}"
             f" | {_num(a['p50_ms'])} / {_num(a['p99_ms'])} | {_num(r['p50_ms'])} / {_num(r['p99_ms'])}"
-            f" | {_num(c['server_peak_rss_mb'])} | {probe} | {_num(c.get('vs_bare'), 2)} | {_num(c.get('vs_validate'), 2)}"
+            f" | {_num(c.get('within_2s'), 3)} | {_num(c['server_peak_rss_mb'])} | {probe} | {_num(c.get('vs_bare'), 2)} | {_num(c.get('vs_validate'), 2)}"
             f" | {_num(c['cpu']['server_cores'], 2)} | {_num(c['cpu']['client_cores'], 2)} |"
         )
     out.append("")
