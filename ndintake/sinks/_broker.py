@@ -19,6 +19,11 @@ log = logging.getLogger("ndintake.sinks")
 #: Server's publisher also gives up on a full queue after 1 s).
 SLOT_WAIT = 1.0
 
+#: Seconds between the probes of a broker known to be down. Without probes a
+#: sink marked down would wait for a batch to get through to be healthy again,
+#: while ``/healthz`` answering 503 keeps load balancers from sending one.
+PROBE_INTERVAL = 1.0
+
 
 class Message(NamedTuple):
     """One broker message: the record's bytes and what travels beside them."""
@@ -71,6 +76,7 @@ class BrokerSink(ABC):
         self._idle: asyncio.Event | None = None
         self._closing = False
         self._down: str | None = None  # the outage last logged
+        self._prober: asyncio.Task[None] | None = None  # probes the broker while it is down
 
     @property
     def healthy(self) -> bool:
@@ -128,10 +134,28 @@ class BrokerSink(ABC):
         """Send the messages; return once the broker acknowledged every one.
         Raise QueueFull (broker full) or SinkUnavailable (broker down)."""
 
+    async def _probe(self) -> bool:
+        """Whether the broker answers now (asked every :data:`PROBE_INTERVAL`
+        seconds while it is down). The base class does not know how to ask:
+        such a sink is healthy again when a batch gets through."""
+        return False
+
+    async def _recover(self) -> None:
+        while self._down is not None and not self._closing:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                answers = await asyncio.wait_for(self._probe(), PROBE_INTERVAL + self.timeout)
+            except Exception:  # a probe that fails says "still down", whatever it raised
+                answers = False
+            if answers and not self._closing:
+                self.came_back()
+
     async def drain(self) -> None:
         """Refuse new batches, then wait (at most :attr:`bound` seconds) for
         those in flight."""
         self._closing = True
+        if self._prober is not None:
+            self._prober.cancel()
         if self._idle is not None and self._in_flight:
             try:
                 await asyncio.wait_for(self._idle.wait(), self.bound)
@@ -143,8 +167,14 @@ class BrokerSink(ABC):
         if self._down is None:
             log.warning("%s is unavailable: %s", self.target, cause)
         self._down = cause
+        if self._prober is None or self._prober.done():
+            try:
+                self._prober = asyncio.get_running_loop().create_task(self._recover())
+            except RuntimeError:  # no loop running: the next batch finds out
+                pass
 
     def came_back(self) -> None:
+        """Log the end of an outage; the sink is healthy again."""
         if self._down is not None:
             log.warning("%s is available again", self.target)
             self._down = None

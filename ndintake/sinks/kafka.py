@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from ..core.errors import QueueFull, SinkUnavailable
-from .hooks import Batch
 from . import records
+from ._broker import PROBE_INTERVAL
+from .hooks import Batch
 from .records import FORMATS, Format
 from .url import SinkURL, positive_float, positive_int
 
@@ -233,9 +235,19 @@ class KafkaSink:
             return self._producer
 
     def _poll(self, producer: Any) -> None:
-        """Serve delivery reports and error callbacks until the sink closes."""
+        """Serve delivery reports and error callbacks until the sink closes;
+        while the brokers look down, ask them for the topic's metadata every
+        second, so the sink is healthy again without a batch getting through."""
+        probed = time.monotonic()
         while not self._stop.is_set() and producer is self._producer:
             producer.poll(0.05)
+            if self._down is not None and time.monotonic() - probed >= PROBE_INTERVAL:
+                probed = time.monotonic()
+                try:
+                    producer.list_topics(self.topic, PROBE_INTERVAL)
+                except KafkaException:
+                    continue
+                self._came_back()
         if producer is not self._producer:  # replaced after a fatal error: let it finish
             producer.flush(self.timeout)
 
@@ -253,6 +265,11 @@ class KafkaSink:
             self._producer = None  # the next batch makes a new one; the poll thread lets the old one go
         else:
             log.warning("kafka sink: %s", err.str())
+
+    def _came_back(self) -> None:
+        if self._down is not None:  # the brokers answer again
+            self._down = None
+            log.warning("kafka sink: %s answers again", self.bootstrap_servers)
 
     # -- delivery ------------------------------------------------------------
 
@@ -374,9 +391,7 @@ class _Tracker:
         if self.settled:
             return
         if err is None:
-            if self.sink._down is not None:  # the brokers answer again
-                self.sink._down = None
-                log.warning("kafka sink: %s acknowledges again", self.sink.bootstrap_servers)
+            self.sink._came_back()
             if self.left:
                 return
             outcome: Exception | None = None

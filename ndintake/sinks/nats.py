@@ -185,6 +185,8 @@ class JetStreamSink(BrokerSink):
         except Exception as exc:  # the next batch retries
             self._last_error = f"stream {self.stream}: {exc!r}"
             self.went_down(self._last_error)
+        else:  # healthy again at once, not only when a batch gets through
+            self.came_back()
 
     async def _on_disconnected(self) -> None:
         self._ready = False
@@ -205,6 +207,14 @@ class JetStreamSink(BrokerSink):
             except nats.js.errors.BadRequestError:  # another process created it meanwhile
                 await self._js.stream_info(self.stream)
         self._ready = True
+
+    async def _probe(self) -> bool:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        if not self._ready:
+            await self._ensure_stream()
+        return True
 
     async def _send(self, messages: list[Message]) -> None:
         if self._starting is None or not self._starting.done():  # the first batches wait for the first connection

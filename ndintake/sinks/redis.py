@@ -40,7 +40,9 @@ class RedisStreamSink(BrokerSink):
     before an error stay in the stream (at-least-once: a retried request
     writes them again, with the same ``key``). Each batch takes a pooled
     connection; a broken one is replaced at the next batch, so the sink
-    recovers by itself when Redis comes back.
+    recovers by itself when Redis comes back. While Redis is down the sink
+    ``PING``s it every second, so :attr:`healthy` (and ``/healthz``) turns
+    true again without a batch having to get through.
     """
 
     def __init__(
@@ -108,6 +110,9 @@ class RedisStreamSink(BrokerSink):
             self.went_down(f"no answer to PING within {CONNECT_TIMEOUT + 1:g} s")
         except (RedisError, OSError) as exc:
             self.went_down(_cause(exc))
+
+    async def _probe(self) -> bool:
+        return bool(await self._redis.ping())
 
     async def _send(self, messages: list[Message]) -> None:
         pipe = self._redis.pipeline(transaction=False)
