@@ -128,6 +128,19 @@ def test_allowed_origins() -> None:
     assert rum(Intake(), RUM_V2).response.status == 202
 
 
+def test_allowed_headers_come_first_in_the_preflight() -> None:
+    """APM Server's rum.allow_headers: the configured names, then the three it always allows
+    (apm-server internal/beater/middleware/cors_middleware.go at 7c4e4d4e)."""
+    preflight = {"Origin": "https://app.test", "Access-Control-Request-Method": "POST"}
+    default = drive(Intake(), request("OPTIONS", RUM_PATH, preflight)).response
+    assert default.header("Access-Control-Allow-Headers") == "Content-Type, Content-Encoding, Accept"
+    intake = Intake(allow_headers=["Authorization", "X-Custom"])
+    answer = drive(intake, request("OPTIONS", RUM_PATH, preflight)).response
+    assert answer.status == 200
+    assert answer.header("Access-Control-Allow-Headers") == "Authorization, X-Custom, Content-Type, Content-Encoding, Accept"
+    assert answer.header("Access-Control-Allow-Origin") == "https://app.test"
+
+
 def wire(text: str) -> str:
     """A header value as an ASGI or WSGI server hands it over: UTF-8 bytes decoded as latin-1."""
     return text.encode("utf-8").decode("latin-1")

@@ -57,6 +57,7 @@ def test_environment_names() -> None:
         "auth.anonymous.rate_limit.event_limit",
         "auth.anonymous.rate_limit.ip_limit",
         "rum.allow_origins",
+        "rum.allow_headers",
     }
 
 
@@ -69,7 +70,7 @@ def test_defaults_print_as_toml(capsys: pytest.CaptureFixture[str]) -> None:
         "allow_service": [],
         "rate_limit": {"ip_limit": 1000},  # no event limit without credentials
     }
-    assert config["rum"]["allow_origins"] == ["*"]
+    assert config["rum"]["allow_origins"] == ["*"] and config["rum"]["allow_headers"] == []
     assert "secret_token" not in config["auth"]
 
 
@@ -87,6 +88,7 @@ def test_precedence_flag_over_env_over_file_over_default(
         "rate_limit.ip_limit = 7\n"
         "[rum]\n"
         'allow_origins = ["https://*.example.com"]\n'
+        'allow_headers = ["Authorization"]\n'
     )
     monkeypatch.setenv("NDINTAKE_MAX_EVENT_SIZE", "2000")
     monkeypatch.setenv("NDINTAKE_PORT", "9001")
@@ -103,6 +105,7 @@ def test_precedence_flag_over_env_over_file_over_default(
     assert anonymous["enabled"] is False and anonymous["allow_agent"] == ["rum-js", "python"]
     assert anonymous["allow_service"] == ["shop"] and anonymous["rate_limit"] == {"ip_limit": 7}
     assert config["rum"]["allow_origins"] == ["https://*.example.com"]
+    assert config["rum"]["allow_headers"] == ["Authorization"]
 
 
 def test_the_file_can_be_named_by_the_environment(
@@ -144,6 +147,7 @@ def test_print_config_says_where_values_came_from_and_hides_secrets(
         ("workers = true\n", "workers: expected a whole number, got true"),
         ("[auth.anonymous]\nenabled = 'yes'\n", "auth.anonymous.enabled: expected true or false, got 'yes'"),
         ("[rum]\nallow_origins = [1]\n", "rum.allow_origins: expected a list of strings, got a list"),
+        ("[rum]\nallow_headers = ['X-Ok', 'bad header']\n", "rum.allow_headers: not an HTTP header name: 'bad header'"),
         ("log_level = 'loud'\n", "log_level: expected one of critical, error, warning, info, debug, got 'loud'"),
         ("host = \n", "not valid TOML"),
         ("[ssl]\nkey = 'k.pem'\n", "ssl.key (--ssl-keyfile) needs ssl.certificate (--ssl-certfile)"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -56,6 +57,18 @@ def _text(value: str) -> str:
 def _names(value: str) -> list[str]:
     """A comma-separated list (empty: none)."""
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _header_names(value: str) -> list[str]:
+    """A comma-separated list of HTTP header names (empty: none)."""
+    names = _names(value)
+    for name in names:
+        if not _TOKEN.fullmatch(name):
+            raise argparse.ArgumentTypeError(f"not an HTTP header name: {name!r}")
+    return names
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _boolean(value: str) -> bool:
@@ -198,6 +211,15 @@ OPTIONS: tuple[Option, ...] = (
         ["*"],
         "origins RUM routes answer, comma-separated, * matches any run of characters (default *: all); others get 403",
         "ORIGINS",
+    ),
+    Option(
+        "rum.allow_headers",
+        "--allow-header",
+        "list",
+        _header_names,
+        [],
+        "request headers RUM preflights allow besides Content-Type, Content-Encoding and Accept, comma-separated",
+        "HEADERS",
     ),
     Option(
         "max_event_size",
@@ -378,9 +400,11 @@ def _from_file(option: Option, value: Any) -> Any:
     kind = option.kind
     if kind == "list":
         if isinstance(value, str):
-            return _names(value)
+            value = _names(value)
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
-            return [option.parse(item) for item in value] if option.append else value
+            if option.append:  # one parsed value per item
+                return [option.parse(item) for item in value]
+            return [name for item in value for name in option.parse(item)]  # each item checked like a flag
         raise ValueError(f"expected a list of strings, got {_shown(value)}")
     if kind == "bool":
         if isinstance(value, bool):

@@ -62,6 +62,9 @@ _SINK_FAILED = (500, "cannot handle stream: cannot process batch: internal error
 _BUSY = "unable to service request: no decoder slot freed within {wait:g} s (max_concurrent_decoders={limit})"
 _CONFIG_ETAG = '"ndintake-empty"'
 #: The metrics' reason for each status _admit refuses with (others: "bad_request").
+#: The request headers a RUM preflight always allows, after the configured ones.
+_CORS_HEADERS = ("Content-Type", "Content-Encoding", "Accept")
+
 _REFUSALS = {503: "shutting_down", 401: "auth", 403: "auth", 429: "rate_limit"}
 #: Content codings counted by name in the metrics (others count as "other").
 _CODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate", "zstd", "br"})
@@ -227,7 +230,9 @@ class Intake:
     ``allow_origins``: the origins RUM routes answer (APM Server's
     ``rum.allow_origins``, ``*`` wildcards; default every origin): a request
     from another origin gets 403 ``origin: '<origin>' is not allowed``, a
-    preflight no ``Access-Control-Allow-Origin``.
+    preflight no ``Access-Control-Allow-Origin``. ``allow_headers``: request
+    headers a RUM preflight allows before ``Content-Type, Content-Encoding,
+    Accept`` (APM Server's ``rum.allow_headers``).
     """
 
     def __init__(
@@ -242,6 +247,7 @@ class Intake:
         max_concurrent_decoders: int | None = DEFAULT_MAX_CONCURRENT_DECODERS,
         admission_wait: float = DEFAULT_ADMISSION_WAIT,
         allow_origins: Iterable[str] = ("*",),
+        allow_headers: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
     ) -> None:
@@ -261,6 +267,7 @@ class Intake:
         self.admission_wait = admission_wait
         self.allow_origins = tuple(allow_origins)
         self.origin_allowed = origin_matcher(self.allow_origins)
+        self.allow_headers = ", ".join([*allow_headers, *_CORS_HEADERS])
         self.clock = clock
         self.metrics = metrics
         self.routes = routes()
@@ -640,7 +647,7 @@ class Exchange:
         headers = [
             *self._cors(),
             ("Access-Control-Allow-Methods", "POST, OPTIONS"),
-            ("Access-Control-Allow-Headers", "Content-Type, Content-Encoding, Accept"),
+            ("Access-Control-Allow-Headers", self.intake.allow_headers),
             ("Access-Control-Max-Age", "3600"),
         ]
         return apm(200, None, self.request.headers, headers)

@@ -188,6 +188,7 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         admission_wait=args.admission_wait,
         metrics=metrics,
         allow_origins=args.allow_origin,
+        allow_headers=args.allow_header,
     )
     app.shutdown_timeout = 1.0  # uvicorn has already waited --grace for the requests in flight
     config = uvicorn.Config(
