@@ -319,6 +319,56 @@ for port, ok in [("443", True), ("+443", True), ("-1", True), ("0443", True), (4
                {"context": {"request": {"method": "GET", "url": {"port": port}}}}, ok)
 
 
+# -- family 5: integers written as floats ----------------------------------------------------------
+# nullable.Int/Int64/TimeMicrosUnix read numbers with json-iterator's integer readers
+# (nullable/nullable.go L48-64, L94-99): a fraction stops at assertInteger ("can not decode float
+# as int"), an exponent at the next token; both are decode errors. model.go (v2) line per field.
+
+INTEGER = "nullable.go L48-64 ReadInt/ReadInt64, json-iterator assertInteger"
+for written in (1.0, 100.0, -3.0):
+    event_case(f"span_count.started {written}", f"v2 model.go L1104, {INTEGER}", "transaction",
+               {"span_count": {"started": written}}, False)
+event_case("span_count.started integer", "v2 model.go L1104", "transaction", {"span_count": {"started": 3}}, True)
+event_case("span_count.dropped 2.0", f"v2 model.go L1102, {INTEGER}", "transaction",
+           {"span_count": {"started": 1, "dropped": 2.0}}, False)
+event_case("response status_code 200.0", f"v2 model.go L842, {INTEGER}", "transaction",
+           {"context": {"response": {"status_code": 200.0}}}, False)
+event_case("response status_code 200", "v2 model.go L842", "transaction",
+           {"context": {"response": {"status_code": 200}}}, True)
+event_case("session sequence 1.0", f"v2 model.go L1080, {INTEGER}", "transaction",
+           {"session": {"id": "s", "sequence": 1.0}}, False)
+event_case("span frame lineno 3.0", f"v2 model.go L888, {INTEGER}", "span",
+           {"stacktrace": [{"filename": "a.py", "lineno": 3.0}]}, False)
+event_case("span frame colno 7.0", f"v2 model.go L890, {INTEGER}", "span",
+           {"stacktrace": [{"filename": "a.py", "lineno": 3, "colno": 7.0}]}, False)
+event_case("span destination port 5432.0", f"v2 model.go L812, {INTEGER}", "span",
+           {"context": {"destination": {"address": "db", "port": 5432.0}}}, False)
+event_case("span db rows_affected 0.0", f"v2 model.go L799, {INTEGER}", "span",
+           {"context": {"db": {"rows_affected": 0.0}}}, False)
+event_case("span composite count 2.0", f"v2 model.go L901, {INTEGER}", "span",
+           {"composite": {"count": 2.0, "sum": 1.0, "compression_strategy": "exact_match"}}, False)
+event_case("span timestamp 1.0", "nullable.go L94-99 TimeMicrosUnix ReadInt64", "span", {"timestamp": 1.0}, False)
+event_case("span timestamp integer", "nullable.go L94-99", "span", {"timestamp": 1700000000000000}, True)
+event_case("span duration 1.0 (a float field)", "v2 model.go span Duration nullable.Float64", "span",
+           {"duration": 1.0}, True)
+event_case("error frame lineno 1.0", f"v2 model.go L888, {INTEGER}", "error",
+           {"exception": {"message": "x", "stacktrace": [{"filename": "a.py", "lineno": 1.0}]}}, False)
+event_case("log origin line 12.0", f"v2 model.go L1046, {INTEGER}", "log",
+           {"flat:log.origin.file.line": 12.0}, False)
+meta_case("process pid 1.0", f"v2 model.go L507, {INTEGER}", {"process": {"pid": 1.0}}, False)
+meta_case("process pid 1", "v2 model.go L507", {"process": {"pid": 1}}, True)
+case("exponent in an integer field", f"v2 model.go L1104, {INTEGER}",
+     [meta_line(), b'{"transaction":{"id":"0123456789abcdef","trace_id":"' + TRACE.encode()
+      + b'","type":"request","duration":1.5,"span_count":{"started":1e2}}}'], (400, 0, 1))
+case("exponent in a float field", "v2 model.go span Duration nullable.Float64",
+     [meta_line(), b'{"span":{"id":"0123456789abcdef","trace_id":"' + TRACE.encode()
+      + b'","parent_id":"0123456789abcdef","name":"x","type":"db","start":2,"duration":1e2}}'], (202, 1, 0))
+event_case("v3 transaction duration 295.0 (a float field)", "rumv3 model.go Duration nullable.Float64", "x",
+           {"d": 295.0}, True)
+event_case("v3 span count started 1.0", f"rumv3 model.go SpanCount.Started nullable.Int, {INTEGER}", "x",
+           {"yc": {"sd": 1.0}}, False)
+
+
 # -- family 6 (part): slice elements and samples ---------------------------------------------------
 
 FRAME = {"filename": "app.py", "lineno": 1}
@@ -541,6 +591,14 @@ def test_timestamp_message() -> None:
     result, _ = run(_body([meta_line(), line("log", {"@timestamp": "yesterday"})]))
     assert result.errors[0].message == (
         "decode error: data read error: log: @timestamp: failed to parse the provided time string"
+    )
+
+
+def test_integer_written_as_float_message() -> None:
+    """json-iterator's assertInteger words it "can not decode float as int"; the path as ndintake writes paths."""
+    result, _ = run(_body([meta_line(), line("transaction", {"span_count": {"started": 1.0}})]))
+    assert result.errors[0].message == (
+        "decode error: data read error: transaction: span_count: started: can not decode float as int"
     )
 
 

@@ -13,6 +13,7 @@ import fastjsonschema
 import orjson
 
 from .errors import NdintakeError
+from .integers import FloatFinder, float_finder
 from .isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
 
 if TYPE_CHECKING:
@@ -57,13 +58,18 @@ def schema_files() -> Traversable:
     return resources.files("ndintake") / "schemas"
 
 
+#: The schemas of events APM Server reads with its Go decoders: their "validated
+#: only when set" rules are written in, and integers written as floats refused.
+GO_DECODED = ("apm/", "rumv3/")
+
+
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``) as
     validated: for the APM and RUM v3 schemas, with APM Server's "a nested object
     is validated only when set" rules written in (see ``_isset``)."""
     schema = raw_schema(name)
-    if name.startswith(("apm/", "rumv3/")):
+    if name.startswith(GO_DECODED):
         return rewrite(schema)
     return schema
 
@@ -125,7 +131,7 @@ class Validator:
     the item is the whole line (prodlytics), and paths start at its fields.
     """
 
-    __slots__ = ("kind", "schema_name", "label", "_accept", "_detail")
+    __slots__ = ("kind", "schema_name", "label", "_accept", "_detail", "_floats")
 
     def __init__(self, kind: str, schema_name: str, *, label: str | None = "") -> None:
         self.kind = kind
@@ -133,14 +139,23 @@ class Validator:
         self.label = kind if label == "" else label
         self._accept: dict[str, Callable[[Any], bool]] = {}
         self._detail: Callable[[Any], Any] | None = None
+        self._floats: FloatFinder | None | bool = False  # False: not compiled yet
 
     def accept(self, backend_name: str | None = None) -> Callable[[Any], bool]:
         """The compiled accept check for ``backend_name`` (default: :func:`backend`)."""
         name = backend_name or _BACKEND
         check = self._accept.get(name)
         if check is None:
-            check = self._accept[name] = _accept_function(self.accepted_schema(), name)
+            check = self._accept[name] = _without_floats(_accept_function(self.accepted_schema(), name), self.floats())
         return check
+
+    def floats(self) -> FloatFinder | None:
+        """Where a float sits in an integer field of a value (None: this schema
+        does not refuse them); see :mod:`ndintake.core.integers`."""
+        if self._floats is False:
+            go_decoded = self.schema_name.startswith(GO_DECODED)
+            self._floats = float_finder(load_schema(self.schema_name)) if go_decoded else None
+        return self._floats  # type: ignore[return-value]  # compiled above
 
     def accepted_schema(self) -> dict[str, Any]:
         """The schema the accept check enforces: the kind's schema, plus, for a
@@ -173,7 +188,13 @@ class Validator:
             self._detail(value)
         except fastjsonschema.JsonSchemaValueException as exc:
             return _message(self.label, exc)
-        return None
+        floats = self.floats()
+        path = floats(value) if floats is not None else None
+        if path is None:
+            return None
+        # json-iterator's integer readers (assertInteger) word it so
+        where = "".join(f"{part}: " for part in (self.label, *path) if part is not None)
+        return f"decode error: data read error: {where}can not decode float as int"
 
 
 @cache
@@ -200,7 +221,29 @@ def lines_accept(
             key: {"allOf": [{"type": "object"}, validator.accepted_schema()]} for key, validator in validators
         },
     }
-    return _accept_function({"type": "array", "items": line}, "jsonschema-rs")
+    check = _accept_function({"type": "array", "items": line}, "jsonschema-rs")
+    floats = {key: finder for key, validator in validators if (finder := validator.floats()) is not None}
+    if not floats:
+        return check
+
+    def accept(lines: list[Any]) -> bool:
+        if not check(lines):
+            return False
+        for line in lines:  # each an object of one known key, checked above
+            for key, value in line.items():
+                finder = floats.get(key)
+                if finder is not None and finder(value) is not None:
+                    return False
+        return True
+
+    return accept
+
+
+def _without_floats(check: Callable[[Any], bool], floats: FloatFinder | None) -> Callable[[Any], bool]:
+    """``check``, and no float where the schema wants an integer."""
+    if floats is None:
+        return check
+    return lambda value: check(value) and floats(value) is None
 
 
 def _json_type(value: Any) -> str:
