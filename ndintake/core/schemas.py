@@ -125,14 +125,43 @@ class Validator:
     the item is the whole line (prodlytics), and paths start at its fields.
     """
 
-    __slots__ = ("kind", "schema_name", "label", "_accept", "_detail")
+    __slots__ = ("kind", "schema_name", "label", "_given", "_accept", "_detail")
 
     def __init__(self, kind: str, schema_name: str, *, label: str | None = "") -> None:
         self.kind = kind
         self.schema_name = schema_name
         self.label = kind if label == "" else label
+        self._given: dict[str, Any] | None = None
         self._accept: dict[str, Callable[[Any], bool]] = {}
         self._detail: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def from_schema(cls, kind: str, schema: dict[str, Any]) -> Validator:
+        """A validator of whole values (no label) against ``schema``, a JSON Schema
+        (draft 7) dict, compiled now: a schema that does not compile raises
+        :class:`NdintakeError`."""
+        if not isinstance(schema, dict):
+            raise NdintakeError(f"the schema of {kind!r} is not a JSON object")
+        validator = cls(kind, "", label=None)
+        validator._given = schema
+        try:
+            validator.accept()
+            validator._detailed()
+        except Exception as exc:  # each compiler has its own errors; all mean a bad schema
+            raise NdintakeError(f"bad schema for {kind!r}: {str(exc).splitlines()[0]}") from None
+        return validator
+
+    def schema(self) -> dict[str, Any]:
+        """The schema as validated."""
+        return load_schema(self.schema_name) if self._given is None else self._given
+
+    def _raw(self) -> dict[str, Any]:
+        return raw_schema(self.schema_name) if self._given is None else self._given
+
+    def _detailed(self) -> Callable[[Any], Any]:
+        if self._detail is None:
+            self._detail = _compile(self.schema(), detailed=True)
+        return self._detail
 
     def accept(self, backend_name: str | None = None) -> Callable[[Any], bool]:
         """The compiled accept check for ``backend_name`` (default: :func:`backend`)."""
@@ -145,10 +174,10 @@ class Validator:
     def accepted_schema(self) -> dict[str, Any]:
         """The schema the accept check enforces: the kind's schema, plus, for a
         labelled object whose schema requires nothing, "some field is set"."""
-        schema = load_schema(self.schema_name)
+        schema = self.schema()
         if self.label is None or schema.get("required"):
             return schema
-        return {"allOf": [schema, {"type": "object"}, fields_set(raw_schema(self.schema_name))]}
+        return {"allOf": [schema, {"type": "object"}, fields_set(self._raw())]}
 
     def refusal(self, value: Any, *, explain: bool = True) -> str | None:
         """Called when the fast check refused ``value``: None if fastjsonschema accepts
@@ -161,16 +190,14 @@ class Validator:
                 return f"validation error: '{self.label}' required"
             where = f"{self.label}: " if self.label is not None else ""
             return f"decode error: data read error: {where}expected an object, got {_json_type(value)}"
-        if self.label is not None and not is_set(value, raw_schema(self.schema_name)):
+        if self.label is not None and not is_set(value, self._raw()):
             return f"validation error: '{self.label}' required" if explain else ""
         if not explain:
             if _BACKEND == "fastjsonschema":
                 return ""
             return None if self.accept("fastjsonschema")(value) else ""
-        if self._detail is None:
-            self._detail = _compile(load_schema(self.schema_name), detailed=True)
         try:
-            self._detail(value)
+            self._detailed()(value)
         except fastjsonschema.JsonSchemaValueException as exc:
             return _message(self.label, exc)
         return None
