@@ -80,9 +80,16 @@ def raw_schema(name: str) -> dict[str, Any]:
 
 
 def _compile(schema: dict[str, Any], detailed: bool) -> Callable[[Any], Any]:
-    validator: Callable[[Any], Any] = fastjsonschema.compile(
-        schema, use_default=False, detailed_exceptions=detailed
-    )
+    try:
+        validator: Callable[[Any], Any] = fastjsonschema.compile(
+            schema, use_default=False, detailed_exceptions=detailed
+        )
+    except KeyError:
+        if detailed:
+            raise
+        # fastjsonschema 2.22 cannot write its short message for "const"
+        # ('definition_rule'); the detailed variant accepts the same values
+        return _compile(schema, detailed=True)
     return validator
 
 
@@ -145,7 +152,8 @@ class Validator:
         validator = cls(kind, "", label=None)
         validator._given = schema
         try:
-            validator.accept()
+            for name in {_BACKEND, "fastjsonschema"}:
+                validator.accept(name)
             validator._detailed()
         except Exception as exc:  # each compiler has its own errors; all mean a bad schema
             raise NdintakeError(f"bad schema for {kind!r}: {str(exc).splitlines()[0]}") from None
