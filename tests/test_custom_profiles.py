@@ -205,3 +205,63 @@ def test_the_core_imports_no_protocol_and_no_server():
         assert not outside, f"{path.name} imports {outside}"
     # the check sees relative imports: profiles/base.py imports the core this way
     assert "ndintake.core.profile" in _imports(ROOT / "ndintake" / "profiles" / "base.py")
+
+
+@pytest.fixture
+def schema_dir(tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "order.json").write_text(json.dumps(ORDER))
+    (folder / "refund.json").write_text(json.dumps(REFUND))
+    (folder / "notes.txt").write_text("not a schema")
+    return folder
+
+
+def test_cli_check_with_schemas(schema_dir, tmp_path, capsysbinary):
+    from ndintake import cli
+
+    body = tmp_path / "body.ndjson"
+    body.write_bytes(b'{"type": "order", "id": "o", "total": 1}\n{"type": "refund"}\n')
+    assert cli.main(["check", "--schemas", str(schema_dir), "--classify", "field:type", str(body)]) == 1
+    assert json.loads(capsysbinary.readouterr().out) == {
+        "status": 400,
+        "accepted": 1,
+        "errors": [{"message": "item 1: validation error: 'order' required", "document": '{"type": "refund"}', "line": 2}],
+    }
+    # classified by envelope key (the default), with a metadata first line
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"type": "object", "required": ["store"]}))
+    envelope = tmp_path / "envelope.ndjson"
+    envelope.write_bytes(b'{"metadata": {"store": "s"}}\n{"refund": {"type": "refund", "order": "o"}}\n')
+    assert cli.main(["check", "--schemas", str(schema_dir), "--metadata-schema", str(meta), str(envelope)]) == 0
+    assert json.loads(capsysbinary.readouterr().out) == {"status": 202, "accepted": 1, "errors": []}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--schemas", "{dir}", "--classify", "type"], "classify must be 'key' or 'field:NAME'"),
+        (["--schemas", "{dir}/missing"], "cannot read the schema directory"),
+        (["--schemas", "{dir}", "--metadata-schema", "{dir}/none.json"], "cannot read the schema of 'metadata'"),
+        (["--classify", "field:type"], "--classify and --metadata-schema go with --schemas"),
+        (["--schemas", "{dir}", "--profile", "apm"], "not allowed with argument --schemas"),
+    ],
+)
+def test_cli_schemas_usage_errors(schema_dir, tmp_path, capsys, argv, message):
+    from ndintake import cli
+
+    body = tmp_path / "body.ndjson"
+    body.write_bytes(b"{}\n")
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["check", *(arg.format(dir=schema_dir) for arg in argv), str(body)])
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_schema_file_is_a_usage_error(schema_dir, tmp_path, capsys):
+    from ndintake import cli
+
+    (schema_dir / "coupon.json").write_text('{"type": "nope"}')
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--schemas", str(schema_dir), str(tmp_path)])
+    assert "bad schema for 'coupon'" in capsys.readouterr().err

@@ -4,4 +4,4 @@ Schemas (``custom.py``). Importing this package registers the built-in profiles
 ``apm``, ``rum`` and ``prodlytics`` with the core."""
 
 from . import base as base
-from .custom import define_profile as define_profile
+from .custom import define_profile as define_profile, profile_from_directory as profile_from_directory

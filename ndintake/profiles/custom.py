@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Union
 
 import orjson
@@ -115,3 +116,25 @@ def _check_discriminator(kind: str, schema: dict[str, Any], field: str) -> None:
         return
     if ("const" in rule and rule["const"] != kind) or ("enum" in rule and kind not in rule["enum"]):
         raise NdintakeError(f"the schema of {kind!r} does not allow {field!r} to be {kind!r}")
+
+
+def profile_from_directory(
+    directory: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    classify: str | None = "key",
+    metadata: Schema | None = None,
+    **options: Any,
+) -> Profile:
+    """:func:`define_profile` with one kind per ``<kind>.json`` file of ``directory``
+    (the CLI's ``--schemas`` and ``serve``'s ``--profile``); ``name`` defaults to
+    the directory's name. No ``.json`` file raises :class:`NdintakeError`."""
+    folder = Path(directory)
+    try:
+        files = sorted(path for path in folder.iterdir() if path.suffix == ".json" and path.is_file())
+    except OSError as exc:
+        raise NdintakeError(f"cannot read the schema directory {folder}: {exc.strerror or exc}") from None
+    if not files:
+        raise NdintakeError(f"no <kind>.json schema in {folder}")
+    kinds = {path.stem: path for path in files}
+    return define_profile(name or folder.resolve().name, kinds, classify=classify, metadata=metadata, **options)
