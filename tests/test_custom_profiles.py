@@ -265,3 +265,79 @@ def test_a_bad_schema_file_is_a_usage_error(schema_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["check", "--schemas", str(schema_dir), str(tmp_path)])
     assert "bad schema for 'coupon'" in capsys.readouterr().err
+
+
+# -- serving a profile of one's own -----------------------------------------------------------
+
+
+def test_intake_serves_a_custom_endpoint_with_its_style():
+    from httpkit import Recorder, drive, request
+    from ndintake.server import Intake
+    from ndintake.server.endpoints import DATADOG_STYLE, Endpoint
+
+    sink = Recorder()
+    datadog = define_profile("shop-dd", {"order": ORDER, "refund": REFUND}, classify="field:type", response="datadog")
+    intake = Intake(
+        sink=sink,
+        endpoints={"/shop": Endpoint.of(SHOP), "/shop-dd": Endpoint.of(datadog, DATADOG_STYLE)},
+        limits={"shop": Limits(max_body_size=len(BODY) + 10)},
+    )
+    out = drive(intake, request("POST", "/shop", {"Content-Type": "application/json"}), [BODY[:5], BODY[5:]])
+    assert out.response.status == 400 and out.json["accepted"] == 3
+    assert [e.kind for e in sink.events] == ["order", "refund", "order"]
+    assert {batch.profile for batch in sink.batches} == {"shop"}
+    big = drive(intake, request("POST", "/shop", {"Content-Type": "application/x-ndjson"}), [BODY * 2])
+    assert big.json["errors"][-1]["message"].startswith("request body too large")  # the limits given for "shop"
+    xml = drive(intake, request("POST", "/shop", {"Content-Type": "text/xml"}), [BODY])
+    assert (xml.response.status, xml.json["errors"][0]["message"]) == (400, "invalid content type: 'text/xml'")
+    dd = drive(intake, request("GET", "/shop-dd"))
+    assert (dd.response.status, dd.json) == (
+        405,
+        {"errors": [{"status": "405", "title": "Method Not Allowed", "detail": "only POST requests are supported"}]},
+    )
+    assert intake.routes["/shop"].profile == "shop" and not intake.routes["/shop"].rum
+
+
+@pytest.mark.e2e
+def test_ndintake_serve_mounts_a_custom_profile(schema_dir, tmp_path):
+    from servekit import ServeProcess, post
+
+    out = tmp_path / "events.jsonl"
+    server = ServeProcess(
+        "--sink", f"jsonl:{out}", "--profile", f"/intake/shop={schema_dir};classify=field:type;response=datadog"
+    )
+    try:
+        status, body = post(server.port, "/intake/shop", BODY, {"Content-Type": "application/json"})
+        assert status == 400
+        assert [e["detail"] for e in json.loads(body)["errors"]][:2] == [
+            "item 2: validation error: 'id': validation rule 'minLength(1)' violated",
+            'item 3: validation error: unknown \'type\': "coupon"',
+        ]
+        # the built-in routes are still there
+        assert post(server.port, "/intake/v2/events", b"", {"Content-Type": "application/x-ndjson"})[0] == 202
+    finally:
+        server.kill()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["kind"], r["profile"], r["route"]) for r in records] == [
+        ("order", "shop", "/intake/shop"),
+        ("refund", "shop", "/intake/shop"),
+        ("order", "shop", "/intake/shop"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("/shop", "expected PATH=DIR"),
+        ("shop={dir}", "expected PATH=DIR"),
+        ("/shop={dir};colour=red", "unknown setting 'colour=red'"),
+        ("/shop={dir};response=xml", "response must be apm or datadog"),
+        ("/intake/v2/events={dir}", "/intake/v2/events is already served"),
+        ("/shop={dir};classify=field:", "classify must be 'key' or 'field:NAME'"),
+    ],
+)
+def test_serve_refuses_a_bad_mount(schema_dir, capsys, spec, message):
+    from ndintake import cli
+
+    assert cli.main(["serve", "--port", "0", "--profile", spec.format(dir=schema_dir)]) == 2
+    assert message in capsys.readouterr().err
