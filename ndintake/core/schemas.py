@@ -13,7 +13,7 @@ import fastjsonschema
 import orjson
 
 from .errors import NdintakeError
-from .isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
+from .isset import ELEMENT_MARK, SET_MARK, fields_set, is_set
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -57,15 +57,17 @@ def schema_files() -> Traversable:
     return resources.files("ndintake") / "schemas"
 
 
+#: Rewrites a schema file as a profile validates it (APM's "set" rules): ``schema -> schema``.
+Prepare = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 @cache
-def load_schema(name: str) -> dict[str, Any]:
+def load_schema(name: str, prepare: Prepare | None = None) -> dict[str, Any]:
     """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``) as
-    validated: for the APM and RUM v3 schemas, with APM Server's "a nested object
-    is validated only when set" rules written in (see ``_isset``)."""
+    validated: through ``prepare`` if given (the APM and RUM v3 schemas get APM
+    Server's "a nested object is validated only when set" rules written in)."""
     schema = raw_schema(name)
-    if name.startswith(("apm/", "rumv3/")):
-        return rewrite(schema)
-    return schema
+    return prepare(schema) if prepare is not None else schema
 
 
 @cache
@@ -132,12 +134,13 @@ class Validator:
     the item is the whole line (prodlytics), and paths start at its fields.
     """
 
-    __slots__ = ("kind", "schema_name", "label", "_given", "_accept", "_detail")
+    __slots__ = ("kind", "schema_name", "label", "_prepare", "_given", "_accept", "_detail")
 
-    def __init__(self, kind: str, schema_name: str, *, label: str | None = "") -> None:
+    def __init__(self, kind: str, schema_name: str, *, label: str | None = "", prepare: Prepare | None = None) -> None:
         self.kind = kind
         self.schema_name = schema_name
         self.label = kind if label == "" else label
+        self._prepare = prepare
         self._given: dict[str, Any] | None = None
         self._accept: dict[str, Callable[[Any], bool]] = {}
         self._detail: Callable[[Any], Any] | None = None
@@ -161,7 +164,7 @@ class Validator:
 
     def schema(self) -> dict[str, Any]:
         """The schema as validated."""
-        return load_schema(self.schema_name) if self._given is None else self._given
+        return load_schema(self.schema_name, self._prepare) if self._given is None else self._given
 
     def _raw(self) -> dict[str, Any]:
         return raw_schema(self.schema_name) if self._given is None else self._given

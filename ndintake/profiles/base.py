@@ -12,6 +12,7 @@ from ..core.limits import Limits
 from ..core.profile import PROFILES, Profile, register
 from ..core.schemas import Validator
 from .apm.envelope import EnvelopeReader
+from .apm.isset import rewrite
 from .apm.response import apm_response
 from .apm.rumv3 import expand_event, is_internal_metricset, keeps_metricset
 from .custom import define_profile
@@ -54,13 +55,13 @@ APM = Profile(
     reader=EnvelopeReader,
     render=apm_response,
     metadata={
-        "metadata": Validator("metadata", "apm/metadata"),
-        "m": Validator("metadata", "rumv3/metadata", label="m"),
+        "metadata": Validator("metadata", "apm/metadata", prepare=rewrite),
+        "m": Validator("metadata", "rumv3/metadata", label="m", prepare=rewrite),
     },
     events={
-        **{kind: Validator(kind, f"apm/{kind}") for kind in _V2_KINDS},
-        "x": Validator("transaction", "rumv3/transaction", label="x"),
-        "e": Validator("error", "rumv3/error", label="e"),
+        **{kind: Validator(kind, f"apm/{kind}", prepare=rewrite) for kind in _V2_KINDS},
+        "x": Validator("transaction", "rumv3/transaction", label="x", prepare=rewrite),
+        "e": Validator("error", "rumv3/error", label="e", prepare=rewrite),
     },
     special={"metricset": _metricset, "x": _rumv3_transaction},
     abbreviated=frozenset({"m", "x", "e"}),
