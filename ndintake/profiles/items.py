@@ -1,4 +1,5 @@
-"""Split a JSON body into items: an array's elements, NDJSON lines, or whole documents."""
+"""JSON items: split a body into items (an array's elements, NDJSON lines, or whole
+documents) and validate each whole; the reader of prodlytics and of schema profiles."""
 
 from __future__ import annotations
 
@@ -7,19 +8,19 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 
-from ...core.context import ReaderContext
-from ...core.errors import DecodeError, EventError, Fatal
-from ...core.event import Event
-from ...core.jsonline import parse_line, text
-from ...core.schemas import Validator
-from ...core.profile import FORMS
-from ...core.lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
+from ..core.context import ReaderContext
+from ..core.errors import DecodeError, EventError, Fatal
+from ..core.event import Event
+from ..core.jsonline import parse_line, text
+from ..core.lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
+from ..core.profile import FORMS
+from ..core.schemas import Validator
 
 if TYPE_CHECKING:
-    from ...core.profile import Profile
+    from ..core.profile import Profile
 
 #: The start of an NDJSON line that may be an object: "{" after blanks. Any other
-#: line parses to no object, or not at all (see _envelope._MAYBE_EVENT): it is
+#: line parses to no object, or not at all (see apm.envelope._MAYBE_EVENT): it is
 #: blank or refused. (\f and \v count as blanks here: such lines are tried needlessly.)
 _MAYBE_OBJECT = LineStart(rb"[ \t\r\f\v]*\{")
 #: The forms of JsonItems as a profile names them.
