@@ -289,6 +289,8 @@ class ItemReader:
     def __init__(self, context: ReaderContext, profile: Profile) -> None:
         self._context = context
         self._profile = profile
+        # one kind (prodlytics): no classification, the hot path stays a plain check
+        self._item = (profile.item, profile.item.accept()) if profile.item is not None else None
         self._classify = _classifier(profile)
         self._max = context.limits.max_event_size
         self._items = JsonItems(self._max, self._take_raw, self._sift, profile.forms)
@@ -340,11 +342,14 @@ class ItemReader:
         if self._metadata:
             self._take_metadata(value, raw, line_no)
             return
-        try:
-            validator, accept, data = self._classify(value)
-        except _Unclassified as exc:
-            self._reject(raw, str(exc), line_no)
-            return
+        if self._item is not None:
+            (validator, accept), data = self._item, value
+        else:
+            try:
+                validator, accept, data = self._classify(value)
+            except _Unclassified as exc:
+                self._reject(raw, str(exc), line_no)
+                return
         if type(data) is dict and accept(data):
             message = None
         else:
@@ -388,11 +393,9 @@ Classify = Callable[[Any], tuple[Validator, Callable[[Any], bool], Any]]
 
 
 def _classifier(profile: Profile) -> Classify:
-    """``classify(item) -> (validator, its accept check, the event's data)``;
-    raises :class:`_Unclassified` for an item of no known kind."""
-    if profile.item is not None:
-        entry = (profile.item, profile.item.accept())
-        return lambda value: (*entry, value)
+    """``classify(item) -> (validator, its accept check, the event's data)`` for
+    the profile's kinds (none with one ``item`` kind); raises
+    :class:`_Unclassified` for an item of no known kind."""
     table = {kind: (validator, validator.accept()) for kind, validator in profile.events.items()}
     field = profile.discriminator
 
