@@ -28,8 +28,9 @@ SET_MARK = "ndintake: set"
 #: ``<field> slice element required``).
 ELEMENT_MARK = "ndintake: slice element"
 
-#: Fields that are ``nullable.HTTPHeader`` (set when not null, even ``{}``).
-_HEADER_KEYS = frozenset({"headers", "he"})
+#: ``$comment`` of the value schema of a ``nullable.HTTPHeader`` field (set when
+#: not null, even ``{}``): marked in the schema, so no field name is known here.
+HEADER_MARK = "ndintake: header value"
 
 
 def _types(schema: dict[str, Any]) -> list[str]:
@@ -52,38 +53,46 @@ def is_struct(schema: dict[str, Any]) -> bool:
     )
 
 
-def _is_map(key: str, schema: dict[str, Any]) -> bool:
+def _is_map(schema: dict[str, Any]) -> bool:
     """A ``map[string]any`` field: set only with an entry (not headers, not ``Interface``)."""
     types = _types(schema)
-    return "object" in types and "string" not in types and key not in _HEADER_KEYS and not is_struct(schema)
+    return "object" in types and "string" not in types and not _is_headers(schema) and not is_struct(schema)
 
 
-def unset(key: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema true when the value of field ``key`` (of ``schema``) is not set:
+def _is_headers(schema: dict[str, Any]) -> bool:
+    """A ``nullable.HTTPHeader`` field: its values are marked :data:`HEADER_MARK`."""
+    values = schema.get("patternProperties")
+    return isinstance(values, dict) and any(
+        isinstance(value, dict) and value.get("$comment") == HEADER_MARK for value in values.values()
+    )
+
+
+def unset(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of a field of schema ``schema`` is not set:
     null, or an object of unset known fields, an empty map, an empty list. A
     value of another type is "set" (and then fails its ``type``). Written with
     ``properties`` rather than one ``anyOf`` branch per field, so that checking
     it costs one look at the fields present."""
     types = _types(schema)
     if is_struct(schema):
-        fields = {name: unset(name, sub) for name, sub in schema["properties"].items() if isinstance(sub, dict)}
+        fields = {name: unset(sub) for name, sub in schema["properties"].items() if isinstance(sub, dict)}
         return {"type": ["null", "object"], "properties": fields}
-    if _is_map(key, schema):
+    if _is_map(schema):
         return {"type": ["null", "object"], "maxProperties": 0}
     if "array" in types:
         return {"type": ["null", "array"], "maxItems": 0}
     return {"type": "null"}
 
 
-def set_condition(key: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema true when the value of field ``key`` (of ``schema``) is set."""
-    return {"not": unset(key, schema)}
+def set_condition(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of a field of schema ``schema`` is set."""
+    return {"not": unset(schema)}
 
 
 def fields_set(schema: dict[str, Any]) -> dict[str, Any]:
     """A schema true for an object with one of the known fields of ``schema``
     set (and for any value that is neither an object nor null)."""
-    return {"not": unset("", {**schema, "type": ["null", "object"]})}
+    return {"not": unset({**schema, "type": ["null", "object"]})}
 
 
 def is_set(value: Any, schema: dict[str, Any]) -> bool:
@@ -97,7 +106,7 @@ def is_set(value: Any, schema: dict[str, Any]) -> bool:
         if isinstance(field, dict) and is_struct(sub):
             if is_set(field, sub):
                 return True
-        elif isinstance(field, dict) and _is_map(key, sub) or isinstance(field, list) and "array" in _types(sub):
+        elif isinstance(field, dict) and _is_map(sub) or isinstance(field, list) and "array" in _types(sub):
             if field:
                 return True
         else:

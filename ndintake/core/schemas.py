@@ -13,7 +13,7 @@ import fastjsonschema
 import orjson
 
 from .errors import NdintakeError
-from .isset import ELEMENT_MARK, SET_MARK, fields_set, is_set
+from .isset import ELEMENT_MARK, HEADER_MARK, SET_MARK, fields_set, is_set
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -271,7 +271,7 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
     if comment == ELEMENT_MARK and len(path) >= 2:  # path ends with the list and its index
         outer = [part for part in path[:-2] if label is None or not _INDEX.fullmatch(part)]
         return "validation error: " + "".join(f"{part}: " for part in outer) + f"{path[-2]} slice element required"
-    if comment == "ndintake: header value":  # as nullable.HTTPHeader's decoder
+    if comment == HEADER_MARK:  # as nullable.HTTPHeader's decoder
         outer = [part for part in path[:-1] if not _INDEX.fullmatch(part)]
         kind = {type(None): "<nil>", bool: "bool", dict: "map[string]interface {}"}.get(type(value), "float64")
         where = "".join(f"{part}: " for part in outer)

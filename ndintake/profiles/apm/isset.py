@@ -86,12 +86,12 @@ def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
             mark = {"$comment": SET_MARK, **fields_set(sub)}
             wrapped["allOf"] = [mark, rules]
         else:  # validated only when set
-            wrapped["if"] = unset(key, sub)
+            wrapped["if"] = unset(sub)
             wrapped["else"] = rules
         properties[key] = wrapped
     for branch in schema.get("anyOf", ()):
         if set(branch) <= {"required", "properties"}:
             for key in branch.get("properties", {}):
                 if key in originals and is_struct(originals[key]):
-                    branch["properties"][key] = set_condition(key, originals[key])
+                    branch["properties"][key] = set_condition(originals[key])
     return schema
