@@ -341,3 +341,21 @@ def test_serve_refuses_a_bad_mount(schema_dir, capsys, spec, message):
 
     assert cli.main(["serve", "--port", "0", "--profile", spec.format(dir=schema_dir)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [3, None])
+def test_the_asgi_and_wsgi_apps_serve_a_custom_profile_alike(size):
+    from httpkit import Recorder, call_asgi, call_wsgi
+    from ndintake.asgi import IntakeASGI
+    from ndintake.server.endpoints import Endpoint
+    from ndintake.wsgi import IntakeWSGI
+
+    replies = []
+    for app_class, call in ((IntakeASGI, call_asgi), (IntakeWSGI, call_wsgi)):
+        sink = Recorder()
+        app = app_class(sink=sink, endpoints={"/shop": Endpoint.of(SHOP)})
+        reply = call(app, "POST", "/shop", BODY, {"Content-Type": "application/x-ndjson"}, chunk=size)
+        replies.append((reply.status, json.loads(reply.body), [(e.kind, e.line) for e in sink.events]))
+    assert replies[0] == replies[1]
+    assert replies[0][0] == 400 and replies[0][1]["accepted"] == 3
+    assert replies[0][2] == [("order", 1), ("refund", 2), ("order", 7)]
