@@ -5,6 +5,7 @@ around it for a whole body, an iterable, an async iterable or a file.
 """
 
 from .core.api import validate, validate_async, validate_chunks, validate_file
+from .core.context import ReaderContext
 from .core.decode import MAX_CODINGS, SUPPORTED_ENCODINGS
 from .core.errors import EventError, NdintakeError, QueueFull, SinkUnavailable
 from .core.event import Event
@@ -33,6 +34,7 @@ __all__ = [
     "Limits",
     "NdintakeError",
     "Profile",
+    "ReaderContext",
     "QueueFull",
     "SinkUnavailable",
     "backend",

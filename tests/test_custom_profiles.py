@@ -151,7 +151,7 @@ def test_schemas_from_files(tmp_path):
         ({"order": ORDER}, {"forms": ["xml"]}, "forms must be some of"),
         ({"order": ORDER}, {"response": "graphql"}, "response must be"),
         ({"order": ORDER}, {"metadata": {"type": 3}}, "bad schema for 'metadata'"),
-        ({"order": ORDER}, {"max_errors": -1}, "max_errors must be a count"),
+        ({"order": ORDER}, {"max_errors": 0}, "max_errors must be at least 1"),
     ],
 )
 def test_bad_definitions_are_refused_when_defined(kinds, options, message):

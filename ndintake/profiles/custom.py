@@ -64,8 +64,8 @@ def define_profile(
     forms = frozenset(forms)
     if not forms or not forms <= FORMS:
         raise NdintakeError(f"profile {name!r}: forms must be some of {', '.join(sorted(FORMS))}, not {sorted(forms)}")
-    if not isinstance(max_errors, int) or max_errors < 0:
-        raise NdintakeError(f"profile {name!r}: max_errors must be a count, not {max_errors!r}")
+    if not isinstance(max_errors, int) or max_errors < 1:  # the status is the highest of the kept errors
+        raise NdintakeError(f"profile {name!r}: max_errors must be at least 1, not {max_errors!r}")
     render = _RESPONSES.get(response) if isinstance(response, str) else response
     if render is None or not callable(render):
         raise NdintakeError(f"profile {name!r}: response must be 'apm', 'datadog' or a function, not {response!r}")
