@@ -359,3 +359,20 @@ def test_the_asgi_and_wsgi_apps_serve_a_custom_profile_alike(size):
     assert replies[0] == replies[1]
     assert replies[0][0] == 400 and replies[0][1]["accepted"] == 3
     assert replies[0][2] == [("order", 1), ("refund", 2), ("order", 7)]
+
+
+def test_serve_mounts_come_from_flags_environment_and_config_file(schema_dir, tmp_path, capsys, monkeypatch):
+    from ndintake import cli
+    from ndintake.server.serve import mounted_endpoints
+
+    config = tmp_path / "ndintake.toml"
+    config.write_text(f'profiles = ["/shop={schema_dir};classify=field:type"]\n')
+    assert cli.main(["serve", "--config", str(config), "--print-config"]) == 0
+    assert f'profiles = ["/shop={schema_dir};classify=field:type"]  # file' in capsys.readouterr().out
+    monkeypatch.setenv("NDINTAKE_PROFILES", f"/a={schema_dir},/b={schema_dir};response=datadog")
+    assert cli.main(["serve", "--print-config"]) == 0
+    assert f'profiles = ["/a={schema_dir}", "/b={schema_dir};response=datadog"]  # env' in capsys.readouterr().out
+    endpoints = mounted_endpoints([f"/a={schema_dir}", f"/b={schema_dir};response=datadog;classify=field:type"])
+    assert endpoints["/a"].profile.discriminator is None and endpoints["/a"].style.timeout_status == 503
+    assert endpoints["/b"].profile.discriminator == "type" and endpoints["/b"].style.timeout_status == 408
+    assert sorted(endpoints["/b"].profile.events) == ["order", "refund"]  # notes.txt is not a schema
