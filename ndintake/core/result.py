@@ -18,9 +18,9 @@ MAX_EVENT_ERRORS = 5
 class IntakeResult:
     """What a request body came to.
 
-    ``accepted``: events that passed; ``errors``: the first five per-event errors,
-    then the fatal error if one stopped the request; ``invalid``: all per-event
-    errors, kept or not; ``dropped``: events upstream discards without an error
+    ``accepted``: events that passed; ``errors``: the first five per-event errors
+    (the profile's ``max_errors``), then the fatal error if one stopped the
+    request; ``invalid``: all per-event errors, kept or not; ``dropped``: events upstream discards without an error
     (internal metricsets with nothing to keep); ``status``: the HTTP status, the
     highest among the errors or 202; ``final_events``: events completed by
     ``close()`` itself (a last line without a newline), every other accepted
