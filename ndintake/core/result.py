@@ -20,9 +20,9 @@ class IntakeResult:
 
     ``accepted``: events that passed; ``errors``: the first five per-event errors
     (the profile's ``max_errors``), then the fatal error if one stopped the
-    request; ``invalid``: all per-event errors, kept or not; ``dropped``: events upstream discards without an error
-    (internal metricsets with nothing to keep); ``status``: the HTTP status, the
-    highest among the errors or 202; ``final_events``: events completed by
+    request; ``invalid``: all per-event errors, kept or not; ``dropped``: events
+    upstream discards without an error (internal metricsets with nothing to
+    keep); ``status``: the HTTP status, the highest among the errors or 202; ``final_events``: events completed by
     ``close()`` itself (a last line without a newline), every other accepted
     event having been returned by ``feed()``.
     """
