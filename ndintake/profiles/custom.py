@@ -14,8 +14,8 @@ from ..core.profile import FORMS, Profile
 from ..core.result import MAX_EVENT_ERRORS, IntakeResult
 from ..core.schemas import Validator
 from .apm.response import apm_response
-from .items import ItemReader
 from .datadog.response import datadog_response
+from .items import ItemReader
 
 #: A kind's schema: a JSON Schema dict, the path of a JSON file holding one, or
 #: a :class:`Validator` already made.
