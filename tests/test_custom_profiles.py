@@ -207,6 +207,14 @@ def test_the_core_imports_no_protocol_and_no_server():
     assert "ndintake.core.profile" in _imports(ROOT / "ndintake" / "profiles" / "base.py")
 
 
+def test_the_protocols_import_no_server():
+    protocols = sorted((ROOT / "ndintake" / "profiles").rglob("*.py"))
+    assert len(protocols) > 8
+    for path in protocols:
+        outside = {name for name in _imports(path) if name.startswith(("ndintake.server", "ndintake.cli", "ndintake.sinks"))}
+        assert not outside, f"{path.name} imports {outside}"
+
+
 @pytest.fixture
 def schema_dir(tmp_path):
     folder = tmp_path / "shop"
