@@ -355,13 +355,12 @@ def test_serve_refuses_a_bad_mount(schema_dir, capsys, spec, message):
 def test_the_asgi_and_wsgi_apps_serve_a_custom_profile_alike(size):
     from httpkit import Recorder, call_asgi, call_wsgi
     from ndintake.asgi import IntakeASGI
-    from ndintake.server.endpoints import Endpoint
     from ndintake.wsgi import IntakeWSGI
 
     replies = []
     for app_class, call in ((IntakeASGI, call_asgi), (IntakeWSGI, call_wsgi)):
         sink = Recorder()
-        app = app_class(sink=sink, endpoints={"/shop": Endpoint.of(SHOP)})
+        app = app_class(sink=sink, endpoints={"/shop": SHOP})  # a profile: served as Endpoint.of(SHOP)
         reply = call(app, "POST", "/shop", BODY, {"Content-Type": "application/x-ndjson"}, chunk=size)
         replies.append((reply.status, json.loads(reply.body), [(e.kind, e.line) for e in sink.events]))
     assert replies[0] == replies[1]

@@ -37,6 +37,7 @@ from .responses import (
     server_info,
 )
 from .endpoints import Endpoint, builtin_endpoints
+from ..core.profile import Profile
 from ..core.result import IntakeResult
 from ..core.stream import IntakeStream
 
@@ -159,12 +160,13 @@ class Route:
         return self.endpoint is not None and self.endpoint.rum
 
 
-def routes(endpoints: Mapping[str, Endpoint] | None = None) -> dict[str, Route]:
+def routes(endpoints: Mapping[str, Endpoint | Profile] | None = None) -> dict[str, Route]:
     """The paths an intake server answers: APM Server's and Datadog's, and
-    ``endpoints`` (path -> :class:`Endpoint`, e.g. for a profile of one's own)."""
+    ``endpoints`` (path -> :class:`Endpoint`, or a :class:`Profile` served with
+    ``Endpoint.of(profile)``: APM Server's conventions)."""
     paths = {"/": Route("root"), "/config/v1/agents": Route("config"), "/healthz": Route("health")}
     for path, endpoint in {**builtin_endpoints(), **(endpoints or {})}.items():
-        paths[path] = Route("intake", endpoint)
+        paths[path] = Route("intake", Endpoint.of(endpoint) if isinstance(endpoint, Profile) else endpoint)
     return paths
 
 
@@ -221,8 +223,9 @@ class Intake:
     sink took. ``limits``: per profile name (``apm``, ``rum``, ``prodlytics``,
     or a mounted profile's; RUM takes ``apm``'s unless given its own), else the
     profile's defaults. ``endpoints``: more intake paths, path ->
-    :class:`~ndintake.server.endpoints.Endpoint` (e.g. ``Endpoint.of(profile)``
-    for a profile of one's own), answered like the built-in ones.
+    :class:`~ndintake.server.endpoints.Endpoint` or
+    :class:`~ndintake.Profile` (e.g. from :func:`ndintake.define_profile`),
+    answered like the built-in ones.
     ``server_version``: what ``GET /`` reports.
     ``max_concurrent_decoders``: intake requests reading their body at once
     (None: no limit); a request that finds no slot within ``admission_wait``
@@ -249,7 +252,7 @@ class Intake:
         allow_origins: Iterable[str] = ("*",),
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
-        endpoints: Mapping[str, Endpoint] | None = None,
+        endpoints: Mapping[str, Endpoint | Profile] | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
