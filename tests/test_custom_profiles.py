@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import ndintake
 from ndintake import Limits, NdintakeError, define_profile
@@ -383,3 +384,23 @@ def test_serve_mounts_come_from_flags_environment_and_config_file(schema_dir, tm
     assert endpoints["/a"].profile.discriminator is None and endpoints["/a"].style.timeout_status == 503
     assert endpoints["/b"].profile.discriminator == "type" and endpoints["/b"].style.timeout_status == 408
     assert sorted(endpoints["/b"].profile.events) == ["order", "refund"]  # notes.txt is not a schema
+
+
+ARRAY = json.dumps(
+    [{"type": "order", "id": "a", "total": 1}, {"type": "refund"}, 7, {"type": "order", "id": "b", "total": -1}]
+).encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), body=st.sampled_from([BODY, ARRAY, json.dumps({"type": "refund", "order": "x"}, indent=2).encode()]))
+def test_any_chunking_gives_the_whole_body_result(data, body):
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(body) - 1), max_size=12)))
+    stream = ndintake.IntakeStream(profile=SHOP)
+    events = []
+    for start, end in zip([0, *cuts], [*cuts, len(body)]):
+        events += stream.feed(body[start:end])
+    result = stream.close()
+    events += result.final_events
+    whole_events, whole = chunked(SHOP, body, len(body))
+    assert [(e.kind, e.data, e.line) for e in events] == whole_events
+    assert result == whole
