@@ -5,15 +5,17 @@ around it for a whole body, an iterable, an async iterable or a file.
 """
 
 from .core.api import validate, validate_async, validate_chunks, validate_file
+from .core.context import ReaderContext
 from .core.decode import MAX_CODINGS, SUPPORTED_ENCODINGS
 from .core.errors import EventError, NdintakeError, QueueFull, SinkUnavailable
 from .core.event import Event
-from .profiles.datadog.facets import facets
+from .core.facets import facets
 from .core.limits import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_EVENT_SIZE, Limits
-from .profiles.base import PROFILES
+from .core.profile import PROFILES, Profile, get_profile, register as register_profile
 from .core.result import MAX_EVENT_ERRORS, IntakeResult
 from .core.schemas import BACKENDS, backend
 from .core.stream import IntakeStream
+from .profiles import define_profile  # importing the protocols registers apm, rum, prodlytics
 
 __version__ = "0.1.0"
 
@@ -31,10 +33,15 @@ __all__ = [
     "IntakeStream",
     "Limits",
     "NdintakeError",
+    "Profile",
+    "ReaderContext",
     "QueueFull",
     "SinkUnavailable",
     "backend",
+    "define_profile",
     "facets",
+    "get_profile",
+    "register_profile",
     "validate",
     "validate_async",
     "validate_chunks",

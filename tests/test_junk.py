@@ -22,9 +22,9 @@ from conftest import metadata_line, run, valid_event_lines
 from hostile import ITEM
 from ndintake.core import schemas as _schemas
 from ndintake.profiles.apm import envelope as _envelope
-from ndintake.profiles.datadog import items as _items
+from ndintake.profiles import items as _items
 from ndintake.profiles.apm.envelope import EnvelopeReader
-from ndintake.profiles.datadog.items import ItemReader
+from ndintake.profiles.items import ItemReader
 from test_invariants import V3_LINES, V3_METADATA
 
 LIMIT = 5000  # max_event_size: every valid line fits, the oversized ones below do not

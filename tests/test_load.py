@@ -342,7 +342,7 @@ def test_two_workers_both_serve_and_their_sink_output_adds_up(tmp_path: Path) ->
     finally:
         server.kill()
     written = [int(line.split("(", 1)[1].split()[0]) for line in server.lines if "events written" in line]
-    assert len(written) == 2 and all(n > 0 for n in written), server.lines  # both workers served
+    assert len(written) == 2 and all(n > 0 for n in written), "".join(server.lines)  # both workers served
     assert sum(written) == accepted == 18 * 3000
     records = [json.loads(line) for line in events.read_bytes().splitlines()]  # no torn or interleaved line
     assert len(records) == accepted

@@ -11,7 +11,7 @@ from .. import __version__
 from . import check as checking
 from .args import content_encoding, positive_int
 from ..core.decode import SUPPORTED_ENCODINGS
-from ..profiles.base import PROFILES
+from ..core.profile import PROFILES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,12 +32,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(usage_error=check.error)
     check.add_argument("files", nargs="+", metavar="FILE", help="a body file, or - for standard input (once)")
-    check.add_argument(
+    protocol = check.add_mutually_exclusive_group()
+    protocol.add_argument(
         "--profile",
-        default="apm",
         choices=sorted(PROFILES),
         help="the protocol: apm (Elastic APM intake v2, default), rum (RUM v2/v3 routes; read as apm), "
         "prodlytics (Datadog Product Analytics: JSON items or arrays, no metadata line)",
+    )
+    protocol.add_argument(
+        "--schemas",
+        metavar="DIR",
+        help="check against your own event schemas instead: DIR holds one <kind>.json JSON Schema per event kind",
+    )
+    check.add_argument(
+        "--classify",
+        default="key",
+        metavar="key|field:NAME",
+        help="with --schemas, how an item's kind is found: key (default), its envelope key {\"<kind>\": {...}}; "
+        "field:NAME, the value of its top-level field NAME (e.g. field:type)",
+    )
+    check.add_argument(
+        "--metadata-schema",
+        metavar="FILE",
+        help="with --schemas, the JSON Schema of a required first item (metadata)",
     )
     check.add_argument("--version", action="version", version=version)
     check.add_argument(

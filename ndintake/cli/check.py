@@ -19,12 +19,13 @@ from typing import IO, BinaryIO, Callable
 import orjson
 
 from ..core.decode import _is_zlib_header, make_decoder
-from ..core.errors import DecodeError
+from ..core.errors import DecodeError, NdintakeError
 from ..core.event import Event
 from ..core.limits import Limits
-from ..profiles.base import PROFILES
+from ..core.profile import Profile, get_profile
 from ..core.result import IntakeResult
 from ..core.stream import IntakeStream
+from ..profiles.custom import profile_from_directory
 
 SUFFIX_ENCODINGS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".br": "br", ".zz": "deflate"}
 #: ``NDINTAKE_PROGRESS=1`` shows progress even when stderr is not a terminal, from the first
@@ -109,7 +110,7 @@ def hints(result: IntakeResult, encoding: str | None, head: bytes, profile: str,
             out.append(f"expected {coding} data, but the bytes look like {_LOOKS[seen]}: try --encoding auto")
     if encoding is None and seen == "unknown" and not result.ok:
         out.append(f"the bytes look like {_LOOKS[seen]}: if the body is br-compressed, use --encoding br")
-    if profile != "prodlytics" and "metadata" in fatal and _looks_like_prodlytics(head, encoding):
+    if profile in ("apm", "rum") and "metadata" in fatal and _looks_like_prodlytics(head, encoding):
         out.append("this looks like a Datadog body (no metadata line): try --profile prodlytics")
     return out
 
@@ -179,7 +180,8 @@ class Progress:
 def check_one(name: str, file: BinaryIO, total: int | None, args: argparse.Namespace,
               warn: Callable[[str], None]) -> IntakeResult:
     """Check one body read from ``file``."""
-    defaults = PROFILES[args.profile].limits  # the profile's own, unless an option says otherwise
+    profile: Profile = args.checked_profile
+    defaults = profile.limits  # the profile's own, unless an option says otherwise
     limits = Limits(
         max_event_size=args.max_event_size or defaults.max_event_size,
         max_body_size=args.max_body_size or defaults.max_body_size,
@@ -189,7 +191,7 @@ def check_one(name: str, file: BinaryIO, total: int | None, args: argparse.Names
     if note:
         warn(note)
     progress: Progress | None = None
-    stream = IntakeStream(profile=args.profile, content_encoding=encoding, limits=limits,
+    stream = IntakeStream(profile=profile, content_encoding=encoding, limits=limits,
                           sink=lambda events: progress.count(events) if progress else None)
     progress = Progress(name, total, stream, sys.stderr)
     read = 0
@@ -206,7 +208,7 @@ def check_one(name: str, file: BinaryIO, total: int | None, args: argparse.Names
         result = stream.close()
     finally:
         progress.clear()
-    for hint in hints(result, encoding, head, args.profile, limits):
+    for hint in hints(result, encoding, head, profile.name, limits):
         warn(f"{name}: hint: {hint}")
     return result
 
@@ -216,10 +218,25 @@ def summary(result: IntakeResult) -> dict[str, object]:
     return {"status": result.status, "accepted": result.accepted, "errors": errors}
 
 
+def checked_profile(args: argparse.Namespace, usage_error: Callable[[str], object]) -> Profile:
+    """The profile ``--profile`` names, or the one made from ``--schemas`` (its
+    schemas compiled once, before any file is read)."""
+    if args.schemas is None:
+        if args.classify != "key" or args.metadata_schema is not None:
+            usage_error("--classify and --metadata-schema go with --schemas")
+        return get_profile(args.profile or "apm")
+    try:
+        return profile_from_directory(args.schemas, classify=args.classify, metadata=args.metadata_schema)
+    except NdintakeError as exc:
+        usage_error(f"--schemas {args.schemas}: {exc}")
+        raise  # usage_error exits; this is for a usage_error that returns
+
+
 def run(args: argparse.Namespace, usage_error: Callable[[str], object]) -> int:
     """``ndintake check``: the exit status (0 every body 202, 1 otherwise)."""
     if args.files.count("-") > 1:
         usage_error("standard input (-) can be checked only once")
+    args.checked_profile = checked_profile(args, usage_error)
 
     def warn(message: str) -> None:
         sys.stderr.write(f"ndintake check: {message}\n")

@@ -9,6 +9,7 @@ from typing import AsyncIterable, BinaryIO, Callable, Iterable, Union
 from .errors import QueueFull
 from .event import Event
 from .limits import Limits
+from .profile import Profile
 from .result import IntakeResult
 from .stream import SINK_FAILED, SINK_QUEUE_FULL, IntakeStream, logger
 
@@ -25,7 +26,7 @@ AsyncEventSink = Callable[[list[Event]], Union[Awaitable[object], object]]
 def validate_chunks(
     chunks: Iterable[bytes],
     *,
-    profile: str = "apm",
+    profile: str | Profile = "apm",
     content_encoding: str | None = None,
     limits: Limits | None = None,
     strict: bool = False,
@@ -49,7 +50,7 @@ def validate_chunks(
 def validate(
     body: bytes,
     *,
-    profile: str = "apm",
+    profile: str | Profile = "apm",
     content_encoding: str | None = None,
     limits: Limits | None = None,
     strict: bool = False,
@@ -65,7 +66,7 @@ def validate_file(
     file: BinaryIO,
     *,
     chunk_size: int = 64 * 1024,
-    profile: str = "apm",
+    profile: str | Profile = "apm",
     content_encoding: str | None = None,
     limits: Limits | None = None,
     strict: bool = False,
@@ -85,7 +86,7 @@ def validate_file(
 async def validate_async(
     chunks: AsyncIterable[bytes],
     *,
-    profile: str = "apm",
+    profile: str | Profile = "apm",
     content_encoding: str | None = None,
     limits: Limits | None = None,
     strict: bool = False,

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from ..profiles.datadog.facets import facets
-from ..profiles.apm.rumv3 import expand_event
+from .facets import facets
+
+#: ``expand(kind, data, parent) -> data in long keys``, for abbreviated events.
+Expansion = Callable[[str, dict[str, Any], "dict[str, Any] | None"], dict[str, Any]]
+_expansion: Expansion | None = None
+
+
+def set_expansion(expand: Expansion) -> None:
+    """Install how :meth:`Event.expanded` expands abbreviated events: set by the
+    protocol whose readers make them (RUM v3, in :mod:`ndintake.profiles.apm`),
+    so that the core knows no protocol's key tables."""
+    global _expansion
+    _expansion = expand
 
 
 @dataclass(slots=True)
@@ -33,7 +44,9 @@ class Event:
     def expanded(self) -> dict[str, Any]:
         """``data`` in long-key (intake v2) form: RUM v3's abbreviated keys are
         expanded (see the README's key mapping); other events are returned as is."""
-        return expand_event(self.kind, self.data, self.parent) if self.abbreviated else self.data
+        if not self.abbreviated or _expansion is None:  # only a registered protocol abbreviates
+            return self.data
+        return _expansion(self.kind, self.data, self.parent)
 
     def facets(self) -> dict[str, object]:
         """``data`` flattened into dotted facet paths (see :func:`ndintake.facets`)."""

@@ -1,7 +1,9 @@
-"""APM Server validates a nested object only when it is *set*: the rules of the
-Go decoders (elastic/apm-data ``input/elasticapm/internal/modeldecoder``, the
-generated ``IsSet()`` and ``validate()`` methods of ``model_generated.go``),
-written into the APM and RUM v3 JSON Schemas when they are loaded.
+"""What "set" means for a nested object, as APM Server's Go decoders see it
+(elastic/apm-data ``input/elasticapm/internal/modeldecoder``, the generated
+``IsSet()`` methods of ``model_generated.go``): the marks the message builder
+reads, and the checks :class:`~ndintake.core.schemas.Validator` makes on a
+labelled object. The rewrite of whole schemas with these rules is the APM
+profile's (:mod:`ndintake.profiles.apm.isset`).
 
 What "set" means, per Go type (``IsSet()`` and ``nullable/nullable.go``):
 
@@ -13,30 +15,11 @@ What "set" means, per Go type (``IsSet()`` and ``nullable/nullable.go``):
 - a slice: at least one element;
 - a struct (a schema with ``properties``): one of its *known* fields is set
   (unknown keys are ignored by the decoder).
-
-The rewrite, applied to every object schema with ``properties``:
-
-- an optional struct field is checked only when set (``if`` unset, ``else`` its
-  rules); a value of the wrong type is "set" and still fails its ``type``;
-- a required struct field must be set (``'span_count' required`` upstream),
-  through a sub-schema marked :data:`SET_MARK`;
-- a "requires at least one of" ``anyOf`` counts a struct branch only when set.
-
-- each element of a list of structs must be set (``<field> slice element
-  required``), through a sub-schema marked :data:`ELEMENT_MARK`, and is always
-  validated. Everything else in the files is kept as written.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import orjson
-
-def _copy(schema: Any) -> Any:
-    """A deep copy of JSON data (orjson: many times faster than ``copy.deepcopy``)."""
-    return orjson.loads(orjson.dumps(schema))
-
 
 #: ``$comment`` of the sub-schema that says a required struct field is set; the
 #: message builder words its failure as upstream's ``'<field>' required``.
@@ -45,8 +28,9 @@ SET_MARK = "ndintake: set"
 #: ``<field> slice element required``).
 ELEMENT_MARK = "ndintake: slice element"
 
-#: Fields that are ``nullable.HTTPHeader`` (set when not null, even ``{}``).
-_HEADER_KEYS = frozenset({"headers", "he"})
+#: ``$comment`` of the value schema of a ``nullable.HTTPHeader`` field (set when
+#: not null, even ``{}``): marked in the schema, so no field name is known here.
+HEADER_MARK = "ndintake: header value"
 
 
 def _types(schema: dict[str, Any]) -> list[str]:
@@ -60,7 +44,8 @@ def _types(schema: dict[str, Any]) -> list[str]:
 MAP_MARK = "ndintake: map"
 
 
-def _is_struct(schema: dict[str, Any]) -> bool:
+def is_struct(schema: dict[str, Any]) -> bool:
+    """A Go struct: an object schema with ``properties`` (not marked a map)."""
     return (
         isinstance(schema.get("properties"), dict)
         and "object" in _types(schema)
@@ -68,104 +53,46 @@ def _is_struct(schema: dict[str, Any]) -> bool:
     )
 
 
-def _is_map(key: str, schema: dict[str, Any]) -> bool:
+def _is_map(schema: dict[str, Any]) -> bool:
     """A ``map[string]any`` field: set only with an entry (not headers, not ``Interface``)."""
     types = _types(schema)
-    return "object" in types and "string" not in types and key not in _HEADER_KEYS and not _is_struct(schema)
+    return "object" in types and "string" not in types and not _is_headers(schema) and not is_struct(schema)
 
 
-def unset(key: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema true when the value of field ``key`` (of ``schema``) is not set:
+def _is_headers(schema: dict[str, Any]) -> bool:
+    """A ``nullable.HTTPHeader`` field: its values are marked :data:`HEADER_MARK`."""
+    values = schema.get("patternProperties")
+    return isinstance(values, dict) and any(
+        isinstance(value, dict) and value.get("$comment") == HEADER_MARK for value in values.values()
+    )
+
+
+def unset(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of a field of schema ``schema`` is not set:
     null, or an object of unset known fields, an empty map, an empty list. A
     value of another type is "set" (and then fails its ``type``). Written with
     ``properties`` rather than one ``anyOf`` branch per field, so that checking
     it costs one look at the fields present."""
     types = _types(schema)
-    if _is_struct(schema):
-        fields = {name: unset(name, sub) for name, sub in schema["properties"].items() if isinstance(sub, dict)}
+    if is_struct(schema):
+        fields = {name: unset(sub) for name, sub in schema["properties"].items() if isinstance(sub, dict)}
         return {"type": ["null", "object"], "properties": fields}
-    if _is_map(key, schema):
+    if _is_map(schema):
         return {"type": ["null", "object"], "maxProperties": 0}
     if "array" in types:
         return {"type": ["null", "array"], "maxItems": 0}
     return {"type": "null"}
 
 
-def set_condition(key: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema true when the value of field ``key`` (of ``schema``) is set."""
-    return {"not": unset(key, schema)}
+def set_condition(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema true when the value of a field of schema ``schema`` is set."""
+    return {"not": unset(schema)}
 
 
 def fields_set(schema: dict[str, Any]) -> dict[str, Any]:
     """A schema true for an object with one of the known fields of ``schema``
     set (and for any value that is neither an object nor null)."""
-    return {"not": unset("", {**schema, "type": ["null", "object"]})}
-
-
-#: How deep an exception's ``cause`` chain is validated: upstream validates it
-#: recursively; JSON Schema without ``$ref`` (which the batch check's embedding
-#: of the schemas would break) unrolls it, and deeper causes are checked as
-#: plain objects.
-CAUSE_DEPTH = 3
-
-
-def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with upstream's "validated only when set" rules (a copy)."""
-    schema = _copy(schema)
-    for key, cause in (("exception", "cause"), ("ex", "ca")):
-        exception = schema.get("properties", {}).get(key)
-        if isinstance(exception, dict) and cause in exception.get("properties", {}):
-            _unroll_causes(exception, cause)
-    return _rewrite(schema)
-
-
-def _unroll_causes(exception: dict[str, Any], cause: str) -> None:
-    """Type each ``cause`` element as an exception, ``CAUSE_DEPTH`` levels deep
-    (apm-data: ``errorException.Cause []errorException``)."""
-    level = _copy(exception)
-    for _ in range(CAUSE_DEPTH):
-        element = _copy(level)
-        element["type"] = "object"
-        outer = _copy(exception)
-        outer["properties"][cause]["items"] = element
-        level = outer
-    exception["properties"][cause]["items"] = level["properties"][cause]["items"]
-
-
-def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
-    items = schema.get("items")
-    if isinstance(items, dict):
-        if _is_struct(items):  # each element must be set, then is validated
-            mark = {"$comment": ELEMENT_MARK, **fields_set(items)}
-            schema["items"] = {"allOf": [mark, _rewrite(items)]}
-        else:
-            schema["items"] = _rewrite(items)
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return schema
-    originals = _copy(properties)  # the conditions read the schemas as written
-    required = set(schema.get("required", ()))
-    for key, sub in originals.items():
-        if not isinstance(sub, dict):
-            continue
-        if not _is_struct(sub):
-            properties[key] = _rewrite(properties[key])
-            continue
-        rules = _rewrite({k: v for k, v in properties[key].items() if k not in ("type", "description")})
-        wrapped: dict[str, Any] = {"type": sub["type"]}
-        if key in required:
-            mark = {"$comment": SET_MARK, **fields_set(sub)}
-            wrapped["allOf"] = [mark, rules]
-        else:  # validated only when set
-            wrapped["if"] = unset(key, sub)
-            wrapped["else"] = rules
-        properties[key] = wrapped
-    for branch in schema.get("anyOf", ()):
-        if set(branch) <= {"required", "properties"}:
-            for key in branch.get("properties", {}):
-                if key in originals and _is_struct(originals[key]):
-                    branch["properties"][key] = set_condition(key, originals[key])
-    return schema
+    return {"not": unset({**schema, "type": ["null", "object"]})}
 
 
 def is_set(value: Any, schema: dict[str, Any]) -> bool:
@@ -176,10 +103,10 @@ def is_set(value: Any, schema: dict[str, Any]) -> bool:
         field = value.get(key)
         if field is None:
             continue
-        if isinstance(field, dict) and _is_struct(sub):
+        if isinstance(field, dict) and is_struct(sub):
             if is_set(field, sub):
                 return True
-        elif isinstance(field, dict) and _is_map(key, sub) or isinstance(field, list) and "array" in _types(sub):
+        elif isinstance(field, dict) and _is_map(sub) or isinstance(field, list) and "array" in _types(sub):
             if field:
                 return True
         else:

@@ -14,23 +14,15 @@ from .event import Event
 MAX_EVENT_ERRORS = 5
 
 
-def apm_response(result: IntakeResult) -> dict[str, Any]:
-    """APM Server's body: ``{"accepted": N, "errors": [{"message", "document"}]}``."""
-    body: dict[str, Any] = {"accepted": result.accepted}
-    if result.errors:
-        body["errors"] = [error.to_json() for error in result.errors]
-    return body
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntakeResult:
     """What a request body came to.
 
-    ``accepted``: events that passed; ``errors``: the first five per-event errors,
-    then the fatal error if one stopped the request; ``invalid``: all per-event
-    errors, kept or not; ``dropped``: events upstream discards without an error
-    (internal metricsets with nothing to keep); ``status``: the HTTP status, the
-    highest among the errors or 202; ``final_events``: events completed by
+    ``accepted``: events that passed; ``errors``: the first five per-event errors
+    (the profile's ``max_errors``), then the fatal error if one stopped the
+    request; ``invalid``: all per-event errors, kept or not; ``dropped``: events
+    upstream discards without an error (internal metricsets with nothing to
+    keep); ``status``: the HTTP status, the highest among the errors or 202; ``final_events``: events completed by
     ``close()`` itself (a last line without a newline), every other accepted
     event having been returned by ``feed()``.
     """
@@ -42,7 +34,7 @@ class IntakeResult:
     dropped: int = 0
     profile: str = "apm"
     final_events: list[Event] = field(default_factory=list, repr=False)
-    _render: Callable[[IntakeResult], dict[str, Any]] = field(default=apm_response, repr=False, compare=False)
+    _render: Callable[[IntakeResult], dict[str, Any]] = field(repr=False, compare=False)  # the profile's
 
     @property
     def ok(self) -> bool:

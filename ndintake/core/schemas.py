@@ -14,7 +14,7 @@ import orjson
 
 from .errors import NdintakeError
 from .integers import FloatFinder, float_finder
-from .isset import ELEMENT_MARK, SET_MARK, fields_set, is_set, rewrite
+from .isset import ELEMENT_MARK, HEADER_MARK, SET_MARK, fields_set, is_set
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -58,20 +58,17 @@ def schema_files() -> Traversable:
     return resources.files("ndintake") / "schemas"
 
 
-#: The schemas of events APM Server reads with its Go decoders: their "validated
-#: only when set" rules are written in, and integers written as floats refused.
-GO_DECODED = ("apm/", "rumv3/")
+#: Rewrites a schema file as a profile validates it (APM's "set" rules): ``schema -> schema``.
+Prepare = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @cache
-def load_schema(name: str) -> dict[str, Any]:
+def load_schema(name: str, prepare: Prepare | None = None) -> dict[str, Any]:
     """The schema ``ndintake/schemas/<name>.json`` (e.g. ``"apm/transaction"``) as
-    validated: for the APM and RUM v3 schemas, with APM Server's "a nested object
-    is validated only when set" rules written in (see ``_isset``)."""
+    validated: through ``prepare`` if given (the APM and RUM v3 schemas get APM
+    Server's "a nested object is validated only when set" rules written in)."""
     schema = raw_schema(name)
-    if name.startswith(GO_DECODED):
-        return rewrite(schema)
-    return schema
+    return prepare(schema) if prepare is not None else schema
 
 
 @cache
@@ -86,9 +83,16 @@ def raw_schema(name: str) -> dict[str, Any]:
 
 
 def _compile(schema: dict[str, Any], detailed: bool) -> Callable[[Any], Any]:
-    validator: Callable[[Any], Any] = fastjsonschema.compile(
-        schema, use_default=False, detailed_exceptions=detailed
-    )
+    try:
+        validator: Callable[[Any], Any] = fastjsonschema.compile(
+            schema, use_default=False, detailed_exceptions=detailed
+        )
+    except KeyError:
+        if detailed:
+            raise
+        # fastjsonschema 2.22 cannot write its short message for "const"
+        # ('definition_rule'); the detailed variant accepts the same values
+        return _compile(schema, detailed=True)
     return validator
 
 
@@ -129,17 +133,63 @@ class Validator:
     key in its line, and one with nothing set is refused (``'transaction'
     required``) even when the schema requires nothing, as APM Server does. None:
     the item is the whole line (prodlytics), and paths start at its fields.
+    ``prepare`` rewrites the schema file before it is compiled; with
+    ``strict_integers`` a float in a field that allows integers but no other
+    numbers is refused, as Go's integer readers refuse ``1.0`` (see
+    :mod:`ndintake.core.integers`).
     """
 
-    __slots__ = ("kind", "schema_name", "label", "_accept", "_detail", "_floats")
+    __slots__ = (
+        "kind", "schema_name", "label", "strict_integers", "_prepare", "_given", "_accept", "_detail", "_floats"
+    )
 
-    def __init__(self, kind: str, schema_name: str, *, label: str | None = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        schema_name: str,
+        *,
+        label: str | None = "",
+        prepare: Prepare | None = None,
+        strict_integers: bool = False,
+    ) -> None:
         self.kind = kind
         self.schema_name = schema_name
         self.label = kind if label == "" else label
+        self.strict_integers = strict_integers
+        self._prepare = prepare
+        self._given: dict[str, Any] | None = None
         self._accept: dict[str, Callable[[Any], bool]] = {}
         self._detail: Callable[[Any], Any] | None = None
         self._floats: FloatFinder | None | bool = False  # False: not compiled yet
+
+    @classmethod
+    def from_schema(cls, kind: str, schema: dict[str, Any]) -> Validator:
+        """A validator of whole values (no label) against ``schema``, a JSON Schema
+        (draft 7) dict, compiled now: a schema that does not compile raises
+        :class:`NdintakeError`."""
+        if not isinstance(schema, dict):
+            raise NdintakeError(f"the schema of {kind!r} is not a JSON object")
+        validator = cls(kind, "", label=None)
+        validator._given = schema
+        try:
+            for name in {_BACKEND, "fastjsonschema"}:
+                validator.accept(name)
+            validator._detailed()
+        except Exception as exc:  # each compiler has its own errors; all mean a bad schema
+            raise NdintakeError(f"bad schema for {kind!r}: {str(exc).splitlines()[0]}") from None
+        return validator
+
+    def schema(self) -> dict[str, Any]:
+        """The schema as validated."""
+        return load_schema(self.schema_name, self._prepare) if self._given is None else self._given
+
+    def _raw(self) -> dict[str, Any]:
+        return raw_schema(self.schema_name) if self._given is None else self._given
+
+    def _detailed(self) -> Callable[[Any], Any]:
+        if self._detail is None:
+            self._detail = _compile(self.schema(), detailed=True)
+        return self._detail
 
     def accept(self, backend_name: str | None = None) -> Callable[[Any], bool]:
         """The compiled accept check for ``backend_name`` (default: :func:`backend`)."""
@@ -153,17 +203,16 @@ class Validator:
         """Where a float sits in an integer field of a value (None: this schema
         does not refuse them); see :mod:`ndintake.core.integers`."""
         if self._floats is False:
-            go_decoded = self.schema_name.startswith(GO_DECODED)
-            self._floats = float_finder(load_schema(self.schema_name)) if go_decoded else None
+            self._floats = float_finder(self.schema()) if self.strict_integers else None
         return self._floats  # type: ignore[return-value]  # compiled above
 
     def accepted_schema(self) -> dict[str, Any]:
         """The schema the accept check enforces: the kind's schema, plus, for a
         labelled object whose schema requires nothing, "some field is set"."""
-        schema = load_schema(self.schema_name)
+        schema = self.schema()
         if self.label is None or schema.get("required"):
             return schema
-        return {"allOf": [schema, {"type": "object"}, fields_set(raw_schema(self.schema_name))]}
+        return {"allOf": [schema, {"type": "object"}, fields_set(self._raw())]}
 
     def refusal(self, value: Any, *, explain: bool = True) -> str | None:
         """Called when the fast check refused ``value``: None if fastjsonschema accepts
@@ -176,16 +225,14 @@ class Validator:
                 return f"validation error: '{self.label}' required"
             where = f"{self.label}: " if self.label is not None else ""
             return f"decode error: data read error: {where}expected an object, got {_json_type(value)}"
-        if self.label is not None and not is_set(value, raw_schema(self.schema_name)):
+        if self.label is not None and not is_set(value, self._raw()):
             return f"validation error: '{self.label}' required" if explain else ""
         if not explain:
             if _BACKEND == "fastjsonschema":
                 return ""
             return None if self.accept("fastjsonschema")(value) else ""
-        if self._detail is None:
-            self._detail = _compile(load_schema(self.schema_name), detailed=True)
         try:
-            self._detail(value)
+            self._detailed()(value)
         except fastjsonschema.JsonSchemaValueException as exc:
             return _message(self.label, exc)
         floats = self.floats()
@@ -276,7 +323,7 @@ def _message(label: str | None, exc: fastjsonschema.JsonSchemaValueException) ->
     if comment == ELEMENT_MARK and len(path) >= 2:  # path ends with the list and its index
         outer = [part for part in path[:-2] if label is None or not _INDEX.fullmatch(part)]
         return "validation error: " + "".join(f"{part}: " for part in outer) + f"{path[-2]} slice element required"
-    if comment == "ndintake: header value":  # as nullable.HTTPHeader's decoder
+    if comment == HEADER_MARK:  # as nullable.HTTPHeader's decoder
         outer = [part for part in path[:-1] if not _INDEX.fullmatch(part)]
         kind = {type(None): "<nil>", bool: "bool", dict: "map[string]interface {}"}.get(type(value), "float64")
         where = "".join(f"{part}: " for part in outer)

@@ -10,12 +10,12 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 from .decode import make_decoder
-from ..profiles.apm.envelope import text
 from .errors import DecodeError, EventError, Fatal, NdintakeError, QueueFull
 from .event import Event
 from .limits import Limits
-from ..profiles.base import get_profile
-from .result import MAX_EVENT_ERRORS, IntakeResult
+from .context import ReaderContext
+from .profile import Profile, get_profile
+from .result import IntakeResult
 
 
 #: ``feed_paced`` cuts chunks so that each step decodes about this much...
@@ -73,8 +73,9 @@ class IntakeStream:
     stream ``finished``: later ``feed`` calls are no-ops.
 
     ``profile``: ``"apm"`` (Elastic APM intake v2 and RUM v3 lines), ``"rum"``
-    (the RUM routes, read exactly as ``apm``) or ``"prodlytics"`` (Datadog
-    Product Analytics server-side events). ``content_encoding``: the request's
+    (the RUM routes, read exactly as ``apm``), ``"prodlytics"`` (Datadog
+    Product Analytics server-side events), another registered name, or a
+    :class:`Profile` (e.g. from :func:`ndintake.define_profile`). ``content_encoding``: the request's
     ``Content-Encoding`` (``gzip`` or ``x-gzip``, ``deflate``, ``zstd``, ``br``,
     ``identity`` or a comma list of at most ``MAX_CODINGS``); None sniffs the
     magic bytes. ``limits``: the profile's defaults unless given. ``strict``:
@@ -95,7 +96,7 @@ class IntakeStream:
     def __init__(
         self,
         *,
-        profile: str = "apm",
+        profile: str | Profile = "apm",
         content_encoding: str | None = None,
         limits: Limits | None = None,
         strict: bool = False,
@@ -105,18 +106,14 @@ class IntakeStream:
         self._sink = sink
         self.limits = limits if limits is not None else self._profile.limits
         self.strict = strict
-        #: The parsed metadata line (APM profiles), once read.
-        self.metadata: dict[str, Any] | None = None
         self._decoder = make_decoder(content_encoding)
-        self._reader = self._profile.reader(self, self._profile)
-        self._errors: list[EventError] = []
-        self._invalid = 0
-        self.dropped = 0  # valid events the protocol discards without an error
+        # what the reader reports to; it holds no reference to the stream
+        self._context = context = ReaderContext(self.limits, strict=strict, max_errors=self._profile.max_errors)
+        self._reader = self._profile.reader(context, self._profile)
         self._accepted = 0
         self._fatal: EventError | None = None
         self._fatal_from_sink: EventError | None = None  # a sink that raised: nothing more goes to it
         self._size = 0
-        self.out: list[Event] = []  # events accepted during the current feed/close
         self._result: IntakeResult | None = None
         self._pace = _PACE_MIN  # the next feed_paced step, in input bytes
         #: True when the fatal error is the content decoder's (bad or unknown coding, corrupt data).
@@ -138,9 +135,19 @@ class IntakeStream:
         return self._size
 
     @property
+    def profile(self) -> Profile:
+        """The profile this body is read with."""
+        return self._profile
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The parsed metadata line (profiles with one), once read."""
+        return self._context.metadata
+
+    @property
     def explaining(self) -> bool:
-        """False once five event errors are kept: later ones get no message built."""
-        return len(self._errors) < MAX_EVENT_ERRORS
+        """False once the profile's cap of event errors (five) is kept: later ones get no message built."""
+        return self._context.explaining
 
     def feed(self, data: bytes) -> list[Event]:
         """Push the next chunk of the (possibly compressed) body."""
@@ -200,26 +207,17 @@ class IntakeStream:
         if self._result is not None:
             self._result = self._make_result(self._result.final_events)
 
-    def reject(self, document: bytes, message: str, line: int | None) -> None:
-        """Count a bad line or item; keep its error while fewer than five are kept."""
-        self._invalid += 1
-        if len(self._errors) < MAX_EVENT_ERRORS:
-            self._errors.append(EventError(message=message, document=text(document), line=line))
-
-    def count_refused(self, count: int) -> None:
-        """Count ``count`` bad lines past the fifth kept error (no message to keep)."""
-        self._invalid += count
-
     # -- internals -------------------------------------------------------
 
     def _make_result(self, final_events: list[Event]) -> IntakeResult:
-        errors = self._errors + ([self._fatal] if self._fatal else [])
+        context = self._context
+        errors = context.errors + ([self._fatal] if self._fatal else [])
         return IntakeResult(
             accepted=self._accepted,
             errors=errors,
             status=max((e.status for e in errors), default=202),
-            invalid=self._invalid,
-            dropped=self.dropped,
+            invalid=context.invalid,
+            dropped=context.dropped,
             profile=self._profile.name,
             final_events=final_events,
             _render=self._profile.render,
@@ -228,7 +226,7 @@ class IntakeStream:
     def _run(self, step: Callable[..., None], *args: Any) -> list[Event]:
         """Run a step of the body; collect the events it accepts; turn decoder
         errors and fatal errors into the fatal result."""
-        self.out = []
+        self._context.out = []
         # Without a sink no user code runs inside the step: the GC is paused for
         # all of it. With one, it is not paused at all: the sink runs between the
         # pieces, and a pause around each piece's parsing alone saved nothing
@@ -247,7 +245,8 @@ class IntakeStream:
         """Hand the events accepted since the last delivery to the sink if there is
         one (then return none), else return them; count them once delivered. A
         sink that raises makes the stream fail (the batch is not counted)."""
-        events, self.out = self.out, []
+        context = self._context
+        events, context.out = context.out, []
         if self._sink is None:
             self._accepted += len(events)
             return events
@@ -294,7 +293,7 @@ class IntakeStream:
             raise Fatal(413, f"request body too large: more than {limit} bytes after decompression")
         self._size = size
         self._reader.feed(piece)
-        if self._sink is not None and self.out:
+        if self._sink is not None and self._context.out:
             self._deliver()
             if self._fatal_from_sink is not None:
                 raise Fatal(self._fatal_from_sink.status, self._fatal_from_sink.message)  # stop decoding

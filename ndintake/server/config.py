@@ -222,6 +222,19 @@ OPTIONS: tuple[Option, ...] = (
         "HEADERS",
     ),
     Option(
+        "profiles",
+        "--profile",
+        "list",
+        _text,
+        [],
+        "serve a profile of your own JSON Schemas at PATH: DIR holds one <kind>.json per event kind; "
+        "options after ';': classify=key (default, envelope keys) or classify=field:NAME (a discriminator "
+        "field), metadata=FILE (the schema of a required first item), response=apm (default) or datadog "
+        "(Datadog's answers: JSON bodies, API keys, 408 on timeouts); repeatable (environment: comma-separated)",
+        "PATH=DIR[;OPTION=VALUE...]",
+        append=True,
+    ),
+    Option(
         "max_event_size",
         "--max-event-size",
         "int",

@@ -36,6 +36,8 @@ from .responses import (
     failed,
     server_info,
 )
+from .endpoints import Endpoint, builtin_endpoints
+from ..core.profile import Profile
 from ..core.result import IntakeResult
 from ..core.stream import IntakeStream
 
@@ -145,29 +147,30 @@ Effect = Union[Admit, _Read, _Pause, Sleep, Deliver]
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a path is: ``intake`` (with its profile), ``root``, ``config``,
-    ``health`` or ``metrics``."""
+    """What a path is: ``intake`` (with its :class:`Endpoint`), ``root``,
+    ``config``, ``health`` or ``metrics``."""
 
     kind: str
-    profile: str = ""
-    rum: bool = False
+    endpoint: Endpoint | None = None
 
     @property
-    def datadog(self) -> bool:
-        return self.profile == "prodlytics"
+    def profile(self) -> str:
+        """The name of the intake's profile ("" for other routes)."""
+        return self.endpoint.profile.name if self.endpoint is not None else ""
+
+    @property
+    def rum(self) -> bool:
+        return self.endpoint is not None and self.endpoint.rum
 
 
-def routes() -> dict[str, Route]:
-    """The paths an intake server answers."""
-    return {
-        "/": Route("root"),
-        "/config/v1/agents": Route("config"),
-        "/healthz": Route("health"),
-        "/intake/v2/events": Route("intake", "apm"),
-        "/intake/v2/rum/events": Route("intake", "rum", rum=True),
-        "/intake/v3/rum/events": Route("intake", "rum", rum=True),
-        "/api/v2/prodlytics": Route("intake", "prodlytics"),
-    }
+def routes(endpoints: Mapping[str, Endpoint | Profile] | None = None) -> dict[str, Route]:
+    """The paths an intake server answers: APM Server's and Datadog's, and
+    ``endpoints`` (path -> :class:`Endpoint`, or a :class:`Profile` served with
+    ``Endpoint.of(profile)``: APM Server's conventions)."""
+    paths = {"/": Route("root"), "/config/v1/agents": Route("config"), "/healthz": Route("health")}
+    for path, endpoint in {**builtin_endpoints(), **(endpoints or {})}.items():
+        paths[path] = Route("intake", Endpoint.of(endpoint) if isinstance(endpoint, Profile) else endpoint)
+    return paths
 
 
 class Batcher:
@@ -220,8 +223,13 @@ class Intake:
     :class:`~ndintake.server.ratelimit.RateLimiter`. ``timeout``: seconds a request
     may take, body and sink included (None: no limit); past it the answer is
     503 ``request timed out`` (prodlytics: 408), with the count of events the
-    sink took. ``limits``: per profile name (``apm``, ``rum``, ``prodlytics``),
-    else the profile's defaults. ``server_version``: what ``GET /`` reports.
+    sink took. ``limits``: per profile name (``apm``, ``rum``, ``prodlytics``,
+    or a mounted profile's; RUM takes ``apm``'s unless given its own), else the
+    profile's defaults. ``endpoints``: more intake paths, path ->
+    :class:`~ndintake.server.endpoints.Endpoint` or
+    :class:`~ndintake.Profile` (e.g. from :func:`ndintake.define_profile`),
+    answered like the built-in ones.
+    ``server_version``: what ``GET /`` reports.
     ``max_concurrent_decoders``: intake requests reading their body at once
     (None: no limit); a request that finds no slot within ``admission_wait``
     seconds is answered 503 before its body is read. ``metrics``: a
@@ -250,6 +258,7 @@ class Intake:
         allow_headers: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        endpoints: Mapping[str, Endpoint | Profile] | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
@@ -270,7 +279,7 @@ class Intake:
         self.allow_headers = ", ".join([*allow_headers, *_CORS_HEADERS])
         self.clock = clock
         self.metrics = metrics
-        self.routes = routes()
+        self.routes = routes(endpoints)
         if metrics is not None:
             self.routes["/metrics"] = Route("metrics")
         self.draining = False
@@ -310,10 +319,9 @@ class Intake:
         """A new :class:`Exchange` for ``request``."""
         return Exchange(self, request)
 
-    def limits_for(self, profile: str) -> Limits | None:
-        if profile in self.limits:
-            return self.limits[profile]
-        return self.limits.get("apm") if profile == "rum" else None
+    def limits_for(self, endpoint: Endpoint) -> Limits | None:
+        """The limits configured for ``endpoint`` (None: its profile's own)."""
+        return next((self.limits[key] for key in endpoint.limits_keys if key in self.limits), None)
 
 
 class Exchange:
@@ -419,17 +427,10 @@ class Exchange:
             self._bucket = limiter.bucket(request.client)
             if not self._bucket.allow(1):
                 return self._refuse(429, "too many requests: rate limit exceeded")
-        content_type = request.headers.get("content-type", "")
-        if route.datadog:
-            if request.method != "POST":
-                return self._failed(405, "only POST requests are supported", [("Allow", "POST")])
-            if content_type.split(";", 1)[0].strip().lower() != "application/json":
-                return self._failed(415, f"invalid content type: '{content_type}'")
-        else:
-            if request.method != "POST":
-                return self._failed(400, "only POST requests are supported")
-            if content_type and "application/x-ndjson" not in content_type:
-                return self._failed(400, f"invalid content type: '{content_type}'")
+        assert route.endpoint is not None  # an intake route
+        refusal = route.endpoint.style.check(request.method, request.headers.get("content-type", ""))
+        if refusal is not None:
+            return self._failed(*refusal)
         return None
 
     def _intake(self, route: Route) -> Generator[Effect, Any, Response]:
@@ -453,10 +454,12 @@ class Exchange:
                 message = _BUSY.format(wait=self.intake.admission_wait, limit=self.intake.max_concurrent_decoders)
                 return self._failed(503, message)
         encoding = self.request.headers.get("content-encoding") or None
+        endpoint = route.endpoint
+        assert endpoint is not None  # an intake route
         stream = self._stream = IntakeStream(
-            profile=route.profile, content_encoding=encoding, limits=self.intake.limits_for(route.profile)
+            profile=endpoint.profile, content_encoding=encoding, limits=self.intake.limits_for(endpoint)
         )
-        batcher = self._batcher = Batcher(by_line=not route.datadog)
+        batcher = self._batcher = Batcher(by_line=endpoint.batch_by_line)
         while not stream.finished:
             chunk = yield READ
             if self._expired():
@@ -480,11 +483,9 @@ class Exchange:
 
     def _answer(self, result: IntakeResult) -> Response:
         self.result = result
-        if self.route is not None and self.route.datadog:
-            return datadog(result.status, result.to_json())
+        assert self.route is not None and self.route.endpoint is not None  # an intake route
         verbose = "verbose" in parse_qs(self.request.query, keep_blank_values=True)
-        body = result.to_json() if result.status != 202 or verbose else None
-        return apm(result.status, body, self.request.headers, self._cors())
+        return self.route.endpoint.style.answer(result, self.request.headers, verbose, self._cors())
 
     def _deliver(self, batches: list[list[Event]]) -> Generator[Effect, Any, None]:
         """Rate-limit each batch in turn (tokens = events, waiting up to a
@@ -658,9 +659,9 @@ class Exchange:
         authenticator = self.intake.authenticator
         if authenticator is None:
             return AuthOutcome(anonymous=True)
-        if route.datadog:
-            return authenticator.check_datadog(self.request.headers)
-        return authenticator.check_apm(self.request.headers, rum=route.rum)
+        if route.endpoint is None:
+            return authenticator.check_apm(self.request.headers)
+        return route.endpoint.style.authenticate(authenticator, self.request.headers, route.rum)
 
     def _cors(self) -> list[tuple[str, str]]:
         origin = self.request.headers.get("origin")
@@ -670,17 +671,16 @@ class Exchange:
 
     def _refuse(self, status: int, message: str) -> Response:
         """A refusal outside the event stream: APM's ``{"error": ...}``, or Datadog's errors."""
-        if self.route is not None and self.route.datadog:
-            return datadog(status, failed("prodlytics", status, message).to_json())
+        endpoint = self.route.endpoint if self.route is not None else None
+        if endpoint is not None:
+            return endpoint.style.refuse(endpoint.profile, status, message, self.request.headers, self._cors())
         return apm_error(status, message, self.request.headers, self._cors())
 
     def _failed(self, status: int, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
         """A refusal in the intake result's own shape (method, content type)."""
-        assert self.route is not None
-        self.result = result = failed(self.route.profile, status, message)
-        if self.route.datadog:
-            return datadog(status, result.to_json(), extra)
-        return apm(status, result.to_json(), self.request.headers, [*self._cors(), *(extra or ())])
+        assert self.route is not None and self.route.endpoint is not None  # an intake route
+        self.result = result = failed(self.route.endpoint.profile, status, message)
+        return self.route.endpoint.style.answer(result, self.request.headers, True, [*self._cors(), *(extra or ())])
 
     def _expired(self) -> bool:
         remaining = self.remaining
@@ -689,7 +689,8 @@ class Exchange:
     def _timeout(self) -> Response:
         """503 ``request timed out`` (prodlytics: 408). Once the body was being
         read, in the result's shape: how many events the sink took."""
-        status = 408 if self.route is not None and self.route.datadog else 503
+        endpoint = self.route.endpoint if self.route is not None else None
+        status = endpoint.style.timeout_status if endpoint is not None else 503
         self.refusal = "timeout"
         if self._stream is None:
             return self._refuse(status, "request timed out")

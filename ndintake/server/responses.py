@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import orjson
 
+from ..core.profile import Profile
 from ..core.result import IntakeResult
 from ..core.stream import IntakeStream
 
@@ -89,7 +90,7 @@ def datadog(status: int, body: Any, extra: list[tuple[str, str]] | None = None) 
     return _finish(status, headers, orjson.dumps(body))
 
 
-def failed(profile: str, status: int, message: str) -> IntakeResult:
+def failed(profile: str | Profile, status: int, message: str) -> IntakeResult:
     """The result of a request refused before its body was read, in ``profile``'s
     shape (APM ``{"accepted": 0, "errors": [...]}``, Datadog ``{"errors": [...]}``)."""
     stream = IntakeStream(profile=profile)

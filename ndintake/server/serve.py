@@ -22,7 +22,10 @@ from typing import Any
 from .. import __version__
 from .auth import Authenticator
 from .config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ConfigError, add_options, render, resolve
+from ..core.errors import NdintakeError
 from ..core.limits import Limits
+from ..profiles.custom import profile_from_directory
+from .endpoints import DATADOG_STYLE, Endpoint, builtin_endpoints
 from .ratelimit import RateLimiter
 from ..sinks import open_sink
 
@@ -53,6 +56,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--version", action="version", version=f"ndintake {__version__}")
     add_options(parser)
+
+
+def mounted_endpoints(specs: list[str]) -> dict[str, Endpoint]:
+    """The endpoints of ``--profile PATH=DIR[;classify=...][;metadata=FILE][;response=...]``
+    mounts; raises :class:`NdintakeError` for a bad one."""
+    endpoints: dict[str, Endpoint] = {}
+    for spec in specs:
+        mount, *settings = spec.split(";")
+        path, equals, directory = mount.partition("=")
+        if not equals or not path.startswith("/") or not directory:
+            raise NdintakeError(f"{spec!r}: expected PATH=DIR, with PATH starting with /")
+        options: dict[str, str] = {}
+        for setting in settings:
+            name, equals, value = setting.partition("=")
+            if not equals or name not in ("classify", "metadata", "response"):
+                raise NdintakeError(f"{spec!r}: unknown setting {setting!r} (classify=, metadata=, response=)")
+            options[name] = value
+        response = options.get("response", "apm")
+        if response not in ("apm", "datadog"):
+            raise NdintakeError(f"{spec!r}: response must be apm or datadog, not {response!r}")
+        if path in endpoints or path in builtin_endpoints():
+            raise NdintakeError(f"{spec!r}: {path} is already served")
+        profile = profile_from_directory(
+            directory,
+            classify=options.get("classify", "key"),
+            metadata=options.get("metadata"),
+            response=response,
+        )
+        endpoints[path] = Endpoint.of(profile, DATADOG_STYLE if response == "datadog" else None)
+    return endpoints
 
 
 def listen(host: str, port: int, *, reuse_port: bool = False, listening: bool = True) -> socket.socket:
@@ -117,6 +150,11 @@ def serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"ndintake serve: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
             return 2
+    try:
+        args.endpoints = mounted_endpoints(args.profile)  # schemas compiled once, before any worker forks
+    except NdintakeError as exc:
+        print(f"ndintake serve: --profile: {exc}", file=sys.stderr)
+        return 2
     try:
         sink = open_sink(args.sink)  # checked here, so a bad spelling is exit 2 before anything starts
     except (ValueError, OSError, ImportError) as exc:
@@ -189,6 +227,7 @@ def _run_worker(args: argparse.Namespace, sock: socket.socket, sink: Any, name: 
         metrics=metrics,
         allow_origins=args.allow_origin,
         allow_headers=args.allow_header,
+        endpoints=args.endpoints,
     )
     app.shutdown_timeout = 1.0  # uvicorn has already waited --grace for the requests in flight
     config = uvicorn.Config(

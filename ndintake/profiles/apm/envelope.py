@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import weakref
 from bisect import bisect_left
 from itertools import compress
 from operator import not_
@@ -11,21 +9,19 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
+from ...core.context import ReaderContext
 from ...core.errors import DecodeError, EventError, Fatal
 from ...core.event import Event
+from ...core.jsonline import first_key, parse_line, text
 from ...core.lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
-from .rumv3 import METADATA, expand
 from ...core.schemas import Validator, lines_accept
+from .rumv3 import METADATA, expand
 
 if TYPE_CHECKING:
-    from ..base import Profile
-    from ...core.stream import IntakeStream
+    from ...core.profile import Profile
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
-_QUOTE = re.compile(rb"[\"']")
-_TRAILING = ("unexpected content after document", "trailing characters")  # orjson's wordings
-_BAD_UTF8 = ("str is not valid UTF-8",)
 #: The start of a line that may be an event: "{" after blanks, then a quote
 #: before the line ends (a key is a double-quoted string). Any other line never
 #: parses to an object with a key, strict or not: orjson skips only JSON
@@ -40,70 +36,6 @@ _REFUSED_SIZE = 64
 _REFUSED_COUNT = 256
 
 
-def text(line: bytes) -> str:
-    """A line as the ``document`` of an error."""
-    return line.decode("utf-8", "replace")
-
-
-def first_key(line: bytes) -> str:
-    """The first quoted string of a line: how APM Server tells a line's type."""
-    match = _QUOTE.search(line)
-    if match is None:
-        return ""
-    start = match.end()
-    end = line.find(match.group(), start)
-    return line[start : end if end >= 0 else len(line)].decode("utf-8", "replace")
-
-
-#: A JSON string escape that is an escaped backslash, a surrogate pair, or (group 1)
-#: a lone surrogate. Matching from the left keeps escapes aligned: ``\\ud800``
-#: is a backslash and the text "ud800".
-_ESCAPE = re.compile(
-    rb"\\(?:\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2}))"
-)
-_STRING_ERRORS = ("str is not valid UTF-8", "no low surrogate", "invalid high surrogate", "invalid low surrogate")
-
-
-def _lone_surrogate(match: re.Match[bytes]) -> bytes:
-    return b"\\ufffd" if match.group(1) else match.group(0)
-
-
-def repair_strings(line: bytes) -> bytes:
-    """The line with what APM Server's decoder reads as U+FFFD written as such:
-    bytes that are not UTF-8 (json-iterator keeps them, and Go's encoder writes
-    U+FFFD for them) and lone surrogate escapes (json-iterator's string reader)."""
-    fixed = line.decode("utf-8", "replace").encode("utf-8")
-    return _ESCAPE.sub(_lone_surrogate, fixed) if b"\\" in fixed else fixed
-
-
-def parse_line(line: bytes, strict: bool, repair: bool = False) -> Any:
-    """Parse a line; unless ``strict``, a complete value followed by junk (any
-    bytes, invalid UTF-8 included) counts, as APM Server ignores what follows.
-    With ``repair`` (the APM profiles), invalid UTF-8 and lone surrogate escapes
-    become U+FFFD (:func:`repair_strings`). Raises orjson.JSONDecodeError."""
-    try:
-        return _loads(line)
-    except _JSONDecodeError as exc:
-        if repair and exc.msg.startswith(_STRING_ERRORS):
-            line = repair_strings(line)
-            try:
-                return _loads(line)
-            except _JSONDecodeError as again:
-                exc = again
-        if strict or not exc.msg.startswith(_TRAILING + _BAD_UTF8):
-            raise exc from None
-        # orjson counts characters; find where the value ends in the decoded text
-        text = line.decode("utf-8", "replace")
-        try:
-            _loads(text)
-        except _JSONDecodeError as inner:
-            if inner.msg.startswith(_TRAILING):
-                value = text[: inner.pos].encode("utf-8")
-                if line.startswith(value):  # no bad byte inside the value itself
-                    return _loads(value)
-        raise exc from None
-
-
 class _BadLine(Exception):
     """A line that cannot become an event; carries its message."""
 
@@ -112,14 +44,14 @@ class EnvelopeReader:
     """Turns decoded bytes into lines, lines into events, for the APM profiles.
 
     The first line must be metadata (any problem with it is fatal); each later
-    line's type is its first key. Results go to the stream: accepted events,
+    line's type is its first key. Results go to the reader context: accepted events,
     rejected lines, dropped events.
     """
 
-    def __init__(self, stream: IntakeStream, profile: Profile) -> None:
-        self._stream = weakref.proxy(stream)  # the stream owns its reader: no cycle
+    def __init__(self, context: ReaderContext, profile: Profile) -> None:
+        self._context = context
         self._profile = profile
-        self._max = stream.limits.max_event_size
+        self._max = context.limits.max_event_size
         self._lines = LineSplitter(self._max)
         self._line_no = 0
         self._metadata_keys = profile.metadata
@@ -145,19 +77,19 @@ class EnvelopeReader:
         last = self._lines.flush()
         if last is None:
             return
-        if self._stream.metadata is None:
+        if self._context.metadata is None:
             raise Fatal(400, "EOF while reading metadata", text(last), self._line_no + 1)
         self._take_lines([last])
 
     def stream_error(self, exc: DecodeError) -> EventError:
         """A read error mid-body: 400 while on the metadata line, else 500, as APM Server."""
-        if self._stream.metadata is None:
+        if self._context.metadata is None:
             pending = self._lines.pending()
             return EventError(message=str(exc), document=text(pending) or None, status=400, fatal=True)
         return EventError(message=f"cannot handle stream: {exc}", status=500, fatal=True)
 
     def _take_lines(self, lines: list[bytes]) -> None:
-        if self._stream.metadata is None:
+        if self._context.metadata is None:
             self._line_no += 1
             self._take_metadata(lines[0])
             lines = lines[1:]
@@ -174,7 +106,7 @@ class EnvelopeReader:
         is then sifted again)."""
         while lines:
             sifted = False
-            if self._junk and not self._stream.explaining:
+            if self._junk and not self._context.explaining:
                 kept, numbers = self._sift(lines, numbers)
                 sifted, lines = len(kept) < len(lines), kept
             taken = len(lines)
@@ -199,7 +131,7 @@ class EnvelopeReader:
             fresh = list(map(not_, map(self._refused.__contains__, lines)))
             lines, numbers = list(compress(lines, fresh)), list(compress(numbers, fresh))
         kept, kept_numbers = _MAYBE_EVENT.pick(lines, numbers)
-        self._stream.count_refused(total - count_blank(lines, self._max) - len(kept))
+        self._context.count_refused(total - count_blank(lines, self._max) - len(kept))
         return kept, kept_numbers
 
     def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
@@ -214,8 +146,8 @@ class EnvelopeReader:
             return False
         if not self._lines_accept(objs):  # type: ignore[misc]  # set whenever _batching is
             return False
-        stream = self._stream
-        out = stream.out
+        context = self._context
+        out = context.out
         table = self._table
         for obj, line, line_no in zip(objs, lines, numbers):
             key, value = obj.popitem()  # its only key
@@ -223,7 +155,7 @@ class EnvelopeReader:
             if special is None:
                 out.append(Event(kind, value, line, line_no, abbreviated))
             else:
-                stream.dropped += special(value, line, line_no, out)
+                context.dropped += special(value, line, line_no, out)
         self._junk = False
         return True
 
@@ -232,10 +164,10 @@ class EnvelopeReader:
         invalid line. The next piece is tried as a batch again only if every
         line of this one would have passed. Returns how many lines it took: it
         stops after a refused line that changes what ``_sift`` would take out."""
-        stream = self._stream
+        context = self._context
         max_size = self._max
         table = self._table
-        out = stream.out
+        out = context.out
         clean = True
         taken = len(lines)
         try:
@@ -264,7 +196,7 @@ class EnvelopeReader:
                                 if special is None:
                                     out.append(Event(kind, value, line, line_no, abbreviated))
                                 else:
-                                    stream.dropped += special(value, line, line_no, out)
+                                    context.dropped += special(value, line, line_no, out)
                                 clean = clean and len(obj) == 1
                                 continue
                     clean = False
@@ -294,11 +226,11 @@ class EnvelopeReader:
             message = validator.refusal(value)
             if message is not None:
                 raise Fatal(400, message, text(line), line_no)
-        self._stream.metadata = expand(value, METADATA) if key in self._profile.abbreviated else value
+        self._context.metadata = expand(value, METADATA) if key in self._profile.abbreviated else value
 
     def _take_event(self, line: bytes, line_no: int) -> None:
         """The slow path of one line: anything but a valid, kept event."""
-        stream = self._stream
+        context = self._context
         try:
             key, value = self._parse(line, self._event_keys)
         except _BadLine as exc:
@@ -309,15 +241,15 @@ class EnvelopeReader:
             return
         validator = self._event_keys[key]
         if type(value) is not dict or not validator.accept()(value):
-            message = validator.refusal(value, explain=stream.explaining)
+            message = validator.refusal(value, explain=context.explaining)
             if message is not None:
                 self._reject(line, message, line_no)
                 return
         special = self._profile.special.get(key)
         if special is not None:
-            stream.dropped += special(value, line, line_no, stream.out)
+            context.dropped += special(value, line, line_no, context.out)
         else:
-            stream.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
+            context.out.append(Event(validator.kind, value, line, line_no, key in self._profile.abbreviated))
 
     def _reject(self, line: bytes, message: str, line_no: int) -> None:
         """Refuse a line. Past the fifth error, where every decision is made
@@ -325,11 +257,11 @@ class EnvelopeReader:
         this reader: its profile, limits and strictness), a short one is
         remembered for ``_sift``. Notes the fifth kept error (``_resift``) and
         the line remembered (``_remembered``) for ``_stop_after``."""
-        stream = self._stream
-        explaining = stream.explaining
-        stream.reject(line, message, line_no)
+        context = self._context
+        explaining = context.explaining
+        context.reject(line, message, line_no)
         if explaining:
-            self._resift = not stream.explaining
+            self._resift = not context.explaining
         elif len(line) <= _REFUSED_SIZE and len(self._refused) < _REFUSED_COUNT:
             self._refused.add(line)
             self._remembered = line
@@ -350,7 +282,7 @@ class EnvelopeReader:
         Raises KeyError(key) for an unknown type, _BadLine for broken JSON.
         """
         try:
-            obj = parse_line(line, self._stream.strict, repair=True)
+            obj = parse_line(line, self._context.strict, repair=True)
         except _JSONDecodeError as exc:
             key = first_key(line)
             if key in known:

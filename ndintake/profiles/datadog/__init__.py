@@ -1,1 +1,1 @@
-"""Datadog's product analytics intake: the item reader and facets."""
+"""Datadog's product analytics intake: its response body (items are read by ``profiles/items.py``)."""

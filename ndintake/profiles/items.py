@@ -1,26 +1,30 @@
-"""Split a JSON body into items: an array's elements, NDJSON lines, or whole documents."""
+"""JSON items: split a body into items (an array's elements, NDJSON lines, or whole
+documents) and validate each whole; the reader of prodlytics and of schema profiles."""
 
 from __future__ import annotations
 
 import re
-import weakref
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 
-from ..apm.envelope import parse_line
-from ...core.errors import DecodeError, EventError, Fatal
-from ...core.event import Event
-from ...core.lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
+from ..core.context import ReaderContext
+from ..core.errors import DecodeError, EventError, Fatal
+from ..core.event import Event
+from ..core.jsonline import parse_line, text
+from ..core.lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
+from ..core.profile import FORMS
+from ..core.schemas import Validator
 
 if TYPE_CHECKING:
-    from ..base import Profile
-    from ...core.stream import IntakeStream
+    from ..core.profile import Profile
 
 #: The start of an NDJSON line that may be an object: "{" after blanks. Any other
-#: line parses to no object, or not at all (see _envelope._MAYBE_EVENT): it is
+#: line parses to no object, or not at all (see apm.envelope._MAYBE_EVENT): it is
 #: blank or refused. (\f and \v count as blanks here: such lines are tried needlessly.)
 _MAYBE_OBJECT = LineStart(rb"[ \t\r\f\v]*\{")
+#: The forms of JsonItems as a profile names them.
+_FORM_NAMES = {"lines": "ndjson", "array": "array", "documents": "object"}
 Sift = Callable[[list[bytes], Sequence[int]], tuple[list[bytes], Sequence[int]]]
 
 
@@ -36,12 +40,19 @@ class JsonItems:
     element), so it is parsed and judged the same way whatever the body's form,
     and a broken item is just a bad item: only a broken array (a missing
     comma, junk after the closing bracket, a truncated body) ends the request.
+    A form not in ``forms`` (``ndjson``, ``array``, ``object`` for documents)
+    ends it too (400).
     """
 
     def __init__(
-        self, max_item: int, take: Callable[[bytes, int, bool], None], sift: Sift | None = None
+        self,
+        max_item: int,
+        take: Callable[[bytes, int, bool], None],
+        sift: Sift | None = None,
+        forms: frozenset[str] = FORMS,
     ) -> None:
         self._take = take  # (raw, line_no, from_lines)
+        self._forms = forms
         self._sift = sift  # (lines, line numbers) -> the lines left to take, with their numbers
         self._lines = LineSplitter(max_item)
         self._values: _Values | None = None
@@ -101,6 +112,9 @@ class JsonItems:
         return self._start("documents" if first.strip(BLANK) == b"{" else "lines")
 
     def _start(self, form: str) -> bytes:
+        name = _FORM_NAMES[form]
+        if name not in self._forms:
+            raise Fatal(400, f"cannot read a body of {name}: this intake takes {', '.join(sorted(self._forms))}")
         self._form = form
         if form != "lines":
             self._values = _Values(form == "array", self._max, lambda raw: self._take(raw, 0, False))
@@ -263,17 +277,26 @@ def _first_blank(data: bytes, pos: int, stop: int | None = None) -> int | None:
 
 class ItemReader:
     """Validates each item of a JSON body whole, for profiles without envelopes
-    (prodlytics): no metadata line, one kind, messages naming the item's index."""
+    (prodlytics, schema profiles), messages naming the item's index.
 
-    def __init__(self, stream: IntakeStream, profile: Profile) -> None:
-        assert profile.item is not None
-        self._stream = weakref.proxy(stream)  # the stream owns its reader: no cycle
-        self._validator = profile.item
-        self._accept = profile.item.accept()
-        self._max = stream.limits.max_event_size
-        self._items = JsonItems(self._max, self._take_raw, self._sift)
+    An item's kind is the profile's one ``item`` kind, else the value of its
+    ``discriminator`` field, else its first key (an envelope ``{"<kind>":
+    {...}}``, whose value is then the event). With ``metadata``, the first item
+    is the metadata (under one of its keys for envelopes, else whole), and any
+    problem with it is fatal, as on APM's metadata line.
+    """
+
+    def __init__(self, context: ReaderContext, profile: Profile) -> None:
+        self._context = context
+        self._profile = profile
+        # one kind (prodlytics): no classification, the hot path stays a plain check
+        self._item = (profile.item, profile.item.accept()) if profile.item is not None else None
+        self._classify = _classifier(profile)
+        self._max = context.limits.max_event_size
+        self._items = JsonItems(self._max, self._take_raw, self._sift, profile.forms)
         self._index = 0  # 0-based index of the next item
         self._junk = False  # an item was refused since the last sift that found no junk
+        self._metadata = bool(profile.metadata)  # the metadata item is still to come
 
     def feed(self, piece: bytes) -> None:
         self._items.feed(piece)
@@ -293,11 +316,11 @@ class ItemReader:
         counted here unparsed; blank lines are skipped and oversized ones
         refused, as ``_take_raw`` does. The index moves on by the refused count, so it is
         exact again after each piece. Only tried after a piece with junk."""
-        if not self._junk or self._stream.explaining:
+        if not self._junk or self._context.explaining:
             return lines, numbers
         kept, kept_numbers = _MAYBE_OBJECT.pick(lines, numbers)
         refused = len(lines) - count_blank(lines, self._max) - len(kept)
-        self._stream.count_refused(refused)
+        self._context.count_refused(refused)
         self._index += refused
         self._junk = refused > 0
         return kept, kept_numbers
@@ -312,21 +335,88 @@ class ItemReader:
         if from_lines and not raw.strip(BLANK):
             return  # a blank line
         try:
-            value = parse_line(raw, self._stream.strict)
+            value = parse_line(raw, self._context.strict)
         except orjson.JSONDecodeError as exc:
             self._reject(raw, f"decode error: {exc}", line_no)
             return
-        if type(value) is dict and self._accept(value):
+        if self._metadata:
+            self._take_metadata(value, raw, line_no)
+            return
+        if self._item is not None:
+            (validator, accept), data = self._item, value
+        else:
+            try:
+                validator, accept, data = self._classify(value)
+            except _Unclassified as exc:
+                self._reject(raw, str(exc), line_no)
+                return
+        if type(data) is dict and accept(data):
             message = None
         else:
-            message = self._validator.refusal(value, explain=self._stream.explaining)
+            message = validator.refusal(data, explain=self._context.explaining)
         if message is None:
             self._index += 1
-            self._stream.out.append(Event(self._validator.kind, value, raw, line_no))
+            self._context.out.append(Event(validator.kind, data, raw, line_no))
         else:
             self._reject(raw, message, line_no)
 
+    def _take_metadata(self, value: Any, raw: bytes, line_no: int) -> None:
+        metadata = self._profile.metadata
+        if self._profile.item is None and self._profile.discriminator is None:  # envelopes
+            key = next(iter(value), "") if type(value) is dict else ""
+            if key not in metadata:
+                self._reject(raw, self._profile.metadata_required, line_no)  # fatal
+            validator, value = metadata[key], value[key]
+        else:
+            validator = next(iter(metadata.values()))
+        if not (type(value) is dict and validator.accept()(value)):
+            message = validator.refusal(value)
+            if message is not None:
+                self._reject(raw, f"metadata: {message}", line_no)
+        self._metadata = False
+        self._context.metadata = value
+        self._index += 1
+
     def _reject(self, raw: bytes, message: str, line_no: int) -> None:
-        self._stream.reject(raw, f"item {self._index}: {message}", line_no or None)
+        if self._metadata:  # a body whose metadata is bad is refused whole
+            raise Fatal(400, f"item {self._index}: {message}", text(raw), line_no or None)
+        self._context.reject(raw, f"item {self._index}: {message}", line_no or None)
         self._index += 1
         self._junk = True
+
+
+class _Unclassified(Exception):
+    """An item whose kind cannot be told; carries the message."""
+
+
+Classify = Callable[[Any], tuple[Validator, Callable[[Any], bool], Any]]
+
+
+def _classifier(profile: Profile) -> Classify:
+    """``classify(item) -> (validator, its accept check, the event's data)`` for
+    the profile's kinds (none with one ``item`` kind); raises
+    :class:`_Unclassified` for an item of no known kind."""
+    table = {kind: (validator, validator.accept()) for kind, validator in profile.events.items()}
+    field = profile.discriminator
+
+    if field is not None:
+
+        def by_field(value: Any) -> tuple[Validator, Callable[[Any], bool], Any]:
+            if type(value) is not dict or field not in value:
+                raise _Unclassified(f"validation error: '{field}' required")
+            kind = value[field]
+            entry = table.get(kind) if type(kind) is str else None
+            if entry is None:
+                raise _Unclassified(f"validation error: unknown '{field}': {orjson.dumps(kind).decode()}")
+            return (*entry, value)
+
+        return by_field
+
+    def by_key(value: Any) -> tuple[Validator, Callable[[Any], bool], Any]:
+        key = next(iter(value), "") if type(value) is dict else ""
+        entry = table.get(key)
+        if entry is None:
+            raise _Unclassified(f'did not recognize object type: "{key}"')
+        return (*entry, value[key])
+
+    return by_key
