@@ -16,6 +16,7 @@ from ...core.event import Event
 from ...core.lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
 from .rumv3 import METADATA, expand
 from ...core.schemas import Validator, lines_accept
+from ...core.typed import envelope_check
 
 if TYPE_CHECKING:
     from ..base import Profile
@@ -104,6 +105,23 @@ def parse_line(line: bytes, strict: bool, repair: bool = False) -> Any:
         raise exc from None
 
 
+def line_value(line: bytes) -> dict[str, Any]:
+    """The value under the only key of a line the typed check accepted (its
+    lazily parsed ``data``): parsed as the slow path parses it, so the same
+    dict (invalid UTF-8 in an unchecked string becomes U+FFFD there too)."""
+    obj: dict[str, Any] = parse_line(line, True, repair=True)
+    value: dict[str, Any] = obj.popitem()[1]
+    return value
+
+
+#: Whether the last event parsed lazily that a consumer could have read had its
+#: ``data`` read: then lines are parsed eagerly (a parse after the typed check
+#: costs more than a parse alone, and outside ``gc_paused``). Shared by all
+#: readers, as a process usually has one kind of consumer; a wrong guess costs
+#: time only, never a different result.
+_reads_data = [False]
+
+
 class _BadLine(Exception):
     """A line that cannot become an event; carries its message."""
 
@@ -130,7 +148,13 @@ class EnvelopeReader:
             for key, v in profile.events.items()
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
-        self._batching = self._lines_accept is not None
+        # the typed check: for plain events (a special handler or RUM v3 expansion needs the parsed value)
+        whole = profile.special.keys() | profile.abbreviated
+        plain = tuple((key, v) for key, v in profile.events.items() if key not in whole)
+        self._typed = envelope_check(plain)
+        self._kinds = {key: validator.kind for key, validator in plain}
+        self._probe: Event | None = None  # the last event parsed lazily, to see whether data is read
+        self._batching = self._lines_accept is not None or self._typed is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
         self._refused: set[bytes] = set()  # short lines refused past the fifth error
         self._resift = False  # set by _reject at the fifth kept error
@@ -203,19 +227,56 @@ class EnvelopeReader:
         return kept, kept_numbers
 
     def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
-        """The hot path: parse and check every line at once. Takes them all and
-        returns True when each is a valid event alone under a known key; else
-        takes none and returns False."""
+        """The hot path: check every line at once. Takes them all and returns
+        True when each is a valid event alone under a known key; else takes none
+        and returns False. Lines the typed check accepts become events whose
+        ``data`` is parsed when read (while the consumer does not read it; else
+        only the last line of the batch, to notice when it stops); the others
+        are parsed and checked together."""
         if max(map(len, lines)) >= self._max:
             return False
-        try:
-            objs = list(map(_loads, lines))
-        except _JSONDecodeError:
-            return False
-        if not self._lines_accept(objs):  # type: ignore[misc]  # set whenever _batching is
-            return False
+        typed = self._typed
+        keys: list[str | None] | None = None
+        if typed is not None:
+            if self._probe is not None:
+                _reads_data[0] = self._probe.data_parsed
+                self._probe = None
+            if _reads_data[0]:
+                keys = [None] * len(lines)
+                keys[-1] = typed(lines[-1])
+            else:
+                keys = list(map(typed, lines))
+        slow = lines if keys is None else [line for line, key in zip(lines, keys) if key is None]
+        objs: list[Any] = []
+        if slow:
+            if self._lines_accept is None:
+                return False
+            try:
+                objs = list(map(_loads, slow))
+            except _JSONDecodeError:
+                return False
+            if not self._lines_accept(objs):
+                return False
         stream = self._stream
         out = stream.out
+        if keys is None:
+            self._take_parsed(objs, lines, numbers, out)
+        else:
+            kinds = self._kinds
+            parsed = iter(objs)
+            for key, line, line_no in zip(keys, lines, numbers):
+                if key is None:
+                    self._take_parsed((next(parsed),), (line,), (line_no,), out)
+                else:
+                    self._probe = Event.parsed_later(kinds[key], line, line_no, line_value)
+                    out.append(self._probe)
+        self._junk = False
+        return True
+
+    def _take_parsed(
+        self, objs: Sequence[Any], lines: Sequence[bytes], numbers: Sequence[int], out: list[Event]
+    ) -> None:
+        """Events of parsed lines the batch check accepted."""
         table = self._table
         for obj, line, line_no in zip(objs, lines, numbers):
             key, value = obj.popitem()  # its only key
@@ -223,9 +284,7 @@ class EnvelopeReader:
             if special is None:
                 out.append(Event(kind, value, line, line_no, abbreviated))
             else:
-                stream.dropped += special(value, line, line_no, out)
-        self._junk = False
-        return True
+                self._stream.dropped += special(value, line, line_no, out)
 
     def _take_each(self, lines: list[bytes], numbers: Sequence[int]) -> int:
         """Line by line: the path of pieces with a blank, oversized, broken or
@@ -276,7 +335,7 @@ class EnvelopeReader:
                         break
         finally:
             self._junk = not clean
-            self._batching = clean and self._lines_accept is not None
+            self._batching = clean and (self._lines_accept is not None or self._typed is not None)
         return taken
 
     def _take_metadata(self, line: bytes) -> None:

@@ -1,0 +1,310 @@
+"""A one-pass accept check: msgspec types generated from the JSON Schemas.
+
+msgspec validates while it parses and builds no Python objects for what it
+only checks, so a line can be accepted without ``orjson.loads``; the event's
+``data`` is then parsed from its bytes only when read. The types are never
+looser than the schema: a schema construct this module does not translate
+exactly makes the field it sits on refused (``forbid_unknown_fields`` on every
+struct), rules the types cannot say are checked in ``__post_init__``, and the
+"validated only when set" rules of ``isset`` are applied always (stricter). So
+a line the typed check accepts is one the schema accepts, and one it refuses
+goes to the slow path, which decides and words every refusal.
+
+Also stricter than the schema: ``1.0`` for an integer, ``null`` for a required
+field, unknown keys, integers outside 64 bits (orjson reads those as floats),
+and a struct that must be set (a required one, a list element, the event
+itself) with no scalar, list or map field set. Without msgspec installed,
+:func:`envelope_check` returns None and the readers keep the slow path.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any, Callable, Literal, Union
+
+from .isset import CAUSES
+from .schemas import Validator, raw_schema
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is an optional extra
+    msgspec = None  # type: ignore[assignment]
+
+#: Keywords that only name or word things: they never change a decision.
+_WORDS = frozenset({"description", "$id", "$comment", "title", "examples"})
+_INT_RANGE = (-(2**63), 2**63 - 1)  # within orjson's integers (it reads larger ones as floats)
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+class _Untranslatable(Exception):
+    """A schema construct with no exact (or stricter) msgspec type."""
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    kind = schema.get("type")
+    if kind is None:
+        raise _Untranslatable("no type")
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+class _Translator:
+    """Builds the msgspec types of one schema (structs are made once each)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._count = 0
+
+    def value(self, schema: dict[str, Any], *, set_required: bool = False) -> Any:
+        """The type of a value the schema accepts, ``None`` included if allowed."""
+        known = {"type", "properties", "required", "additionalProperties", "patternProperties", "items", "anyOf",
+                 "allOf", "enum", "maxLength", "minLength", "pattern", "minimum", "maximum", "minItems",
+                 "maxItems", "minProperties", "maxProperties"}
+        if set(schema) - known - _WORDS:
+            raise _Untranslatable(str(set(schema) - known - _WORDS))
+        types = _types(schema)
+        members: list[Any] = []
+        if "enum" in schema:
+            return self._enum(schema, types)
+        if "null" in types:
+            members.append(None)
+        if "string" in types:
+            members.append(self._meta(str, max_length=schema.get("maxLength"), min_length=schema.get("minLength"),
+                                      pattern=schema.get("pattern")))
+        if "boolean" in types:
+            members.append(bool)
+        if "number" in types:
+            members.append(self._meta(float, ge=schema.get("minimum"), le=schema.get("maximum")))
+        elif "integer" in types:
+            low, high = schema.get("minimum"), schema.get("maximum")
+            low = _INT_RANGE[0] if low is None else max(low, _INT_RANGE[0])
+            high = _INT_RANGE[1] if high is None else min(high, _INT_RANGE[1])
+            members.append(self._meta(int, ge=low, le=high))
+        if "array" in types:
+            items = self.value(schema["items"], set_required=True) if "items" in schema else Any
+            members.append(self._meta(list[items], min_length=schema.get("minItems"),  # type: ignore[valid-type]
+                                      max_length=schema.get("maxItems")))
+        if "object" in types:
+            members.append(self._object(schema, set_required))
+        if not members or set(types) - {"null", "string", "boolean", "number", "integer", "array", "object"}:
+            raise _Untranslatable(f"type {types}")
+        if {"anyOf", "allOf"} & set(schema) and "object" not in types:
+            raise _Untranslatable("anyOf/allOf on a non-object")
+        return Union[tuple(members)] if len(members) > 1 else members[0]
+
+    def _enum(self, schema: dict[str, Any], types: set[str]) -> Any:
+        if set(schema) - {"type", "enum"} - _WORDS or not types <= {"null", "string"}:
+            raise _Untranslatable("enum")
+        values = [v for v in schema["enum"] if isinstance(v, str)] if "string" in types else []
+        members: list[Any] = [Literal[tuple(values)]] if values else []
+        if "null" in types and None in schema["enum"]:
+            members.append(None)
+        if not members:
+            raise _Untranslatable("empty enum")
+        return Union[tuple(members)] if len(members) > 1 else members[0]
+
+    @staticmethod
+    def _meta(base: Any, **constraints: Any) -> Any:
+        given = {key: value for key, value in constraints.items() if value is not None}
+        return Annotated[base, msgspec.Meta(**given)] if given else base
+
+    def _object(self, schema: dict[str, Any], set_required: bool) -> Any:
+        if "properties" in schema:
+            if {"additionalProperties", "patternProperties", "minProperties", "maxProperties"} & set(schema):
+                raise _Untranslatable("a struct with extra keys")
+            return self._struct(schema, set_required)
+        if "required" in schema or "anyOf" in schema or "allOf" in schema:
+            raise _Untranslatable("a map with rules")
+        patterns = schema.get("patternProperties", {})
+        extra = schema.get("additionalProperties", True)
+        if len(patterns) > 1 or (patterns and extra is not False):
+            raise _Untranslatable("patternProperties")
+        if patterns:
+            (pattern, item_schema), = patterns.items()
+            key: Any = Annotated[str, msgspec.Meta(pattern=pattern)]
+            item = self.value(item_schema)
+        elif extra is False:
+            key, item = str, Any
+            schema = {**schema, "maxProperties": 0}
+        else:
+            key, item = str, (Any if extra is True else self.value(extra))
+        low = schema.get("minProperties", 1 if set_required else None)
+        return self._meta(dict[key, item], min_length=low, max_length=schema.get("maxProperties"))  # type: ignore[valid-type]
+
+    def _struct(self, schema: dict[str, Any], set_required: bool) -> Any:
+        required = set(schema.get("required", ()))
+        fields: list[tuple[str, Any, Any]] = []
+        rename: dict[str, str] = {}
+        names: dict[str, str] = {}
+        for index, (key, sub) in enumerate(schema["properties"].items()):
+            try:
+                kind = self.value(sub, set_required=key in required)
+            except _Untranslatable:
+                if key in required:
+                    raise
+                continue  # the field is refused when present: forbid_unknown_fields
+            name = f"f{index}"
+            rename[name], names[key] = key, name
+            if key in required:
+                kind = _without_null(kind)
+                fields.append((name, kind, msgspec.NODEFAULT))
+            else:
+                fields.append((name, Union[kind, msgspec.UnsetType], msgspec.UNSET))
+        fields.sort(key=lambda field: field[2] is not msgspec.NODEFAULT)  # required fields first
+        rules = _rules(schema, names)
+        if set_required:
+            rules.append(_filled)
+        namespace = {"__post_init__": _post_init(rules)} if rules else {}
+        self._count += 1
+        return msgspec.defstruct(
+            f"{self._name}_{self._count}", fields, forbid_unknown_fields=True, rename=rename,
+            namespace=namespace,
+        )
+
+
+def _without_null(kind: Any) -> Any:
+    args = getattr(kind, "__args__", None)
+    if getattr(kind, "__origin__", None) is Union and args is not None:
+        rest = tuple(arg for arg in args if arg is not type(None))
+        return Union[rest] if len(rest) > 1 else rest[0]
+    if kind is None:
+        raise _Untranslatable("a required null")
+    return kind
+
+
+Rule = Callable[[Any], bool]
+
+
+def _check_types(schema: dict[str, Any]) -> tuple[type, ...]:
+    """The Python types a sub-schema of an ``anyOf``/``if`` branch accepts (only ``type``)."""
+    if set(schema) - {"type"} - _WORDS:
+        raise _Untranslatable("a branch with rules")
+    return tuple(t for name in _types(schema) - {"null"} for t in _PY_TYPES[name])
+
+
+def _branch(schema: dict[str, Any], names: dict[str, str]) -> tuple[str, tuple[type, ...]]:
+    """A ``{"properties": {f: {"type": ...}}, "required": [f]}`` branch: (field, types)."""
+    if set(schema) - {"properties", "required"} - _WORDS or len(schema.get("required", ())) != 1:
+        raise _Untranslatable("a branch")
+    (key,) = schema["required"]
+    if key not in names:
+        raise _Untranslatable("a branch on a refused field")
+    return names[key], _check_types(schema.get("properties", {}).get(key, {"type": list(_PY_TYPES)}))
+
+
+def _has(value: Any, types: tuple[type, ...]) -> bool:
+    """``value`` is of ``types`` (``dict`` standing for any object); an object
+    counts only when set, as ``isset`` counts a struct branch of an ``anyOf``."""
+    if isinstance(value, msgspec.Struct):
+        return dict in types and _filled(value)
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def _filled(obj: Any) -> bool:
+    """Stricter than "set" (some known field set): some scalar, non-empty list or
+    non-empty map field is set (a nested struct alone does not count)."""
+    for value in msgspec.structs.astuple(obj):
+        if value is None or value is msgspec.UNSET or isinstance(value, msgspec.Struct):
+            continue
+        if not isinstance(value, (list, dict)) or value:
+            return True
+    return False
+
+
+def _rules(schema: dict[str, Any], names: dict[str, str]) -> list[Rule]:
+    """The struct-level rules: "requires at least one of" (``anyOf``) and
+    "required when" (``allOf`` of ``if``/``then``)."""
+    rules: list[Rule] = []
+    if "anyOf" in schema:
+        branches = [_branch(branch, names) for branch in schema["anyOf"]]
+        rules.append(lambda obj: any(_has(getattr(obj, name), types) for name, types in branches))
+    for part in schema.get("allOf", ()):
+        if set(part) - {"if", "then"} - _WORDS:
+            raise _Untranslatable("allOf")
+        (when, when_types), (then, then_types) = _branch(part["if"], names), _branch(part["then"], names)
+        rules.append(_required_when(when, when_types, then, then_types))
+    return rules
+
+
+def _required_when(when: str, when_types: tuple[type, ...], then: str, then_types: tuple[type, ...]) -> Rule:
+    """``then`` must be set (of ``then_types``) when ``when`` is (of ``when_types``)."""
+    return lambda obj: not _has(getattr(obj, when), when_types) or _has(getattr(obj, then), then_types)
+
+
+def _post_init(rules: list[Rule]) -> Callable[[Any], None]:
+    def __post_init__(self: Any) -> None:
+        for rule in rules:
+            if not rule(self):
+                raise ValueError("refused by a rule: the slow path decides")
+
+    return __post_init__
+
+
+def _without_causes(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with an exception's ``cause`` list left out, so refused when
+    present: ``isset`` validates each cause as an exception (stricter than the
+    file says), which is not translated."""
+    properties = dict(schema.get("properties", {}))
+    for key, cause in CAUSES:
+        exception = properties.get(key)
+        if isinstance(exception, dict) and cause in exception.get("properties", {}):
+            inner = {k: v for k, v in exception["properties"].items() if k != cause}
+            properties[key] = {**exception, "properties": inner}
+    return {**schema, "properties": properties}
+
+
+#: ``check(line) -> key``: the line's one key if the typed check accepts the line, else None.
+Check = Callable[[bytes], "str | None"]
+
+
+@cache
+def envelope_check(validators: tuple[tuple[str, Validator], ...]) -> Check | None:
+    """The typed check of APM envelope lines ``{"<key>": {...}}`` for the keys of
+    ``validators`` (``(key, validator)`` pairs) that translate (the others are
+    always refused): it accepts a line with exactly one of those keys whose
+    object that key's validator would accept. Compiled once per set of
+    validators; None without msgspec or when no key translates."""
+    if msgspec is None:
+        return None
+    fields: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    for index, (key, validator) in enumerate(validators):
+        try:
+            schema = _without_causes(raw_schema(validator.schema_name))
+            kind = _Translator(f"{key}_{index}").value(schema, set_required=True)
+        except _Untranslatable:
+            continue
+        name = f"f{index}"
+        rename[name] = key
+        fields.append((name, Union[_without_null(kind), msgspec.UnsetType], msgspec.UNSET))
+    if not fields:
+        return None
+    envelope = msgspec.defstruct("Envelope", fields, forbid_unknown_fields=True, rename=rename)
+    decode = msgspec.json.Decoder(envelope).decode
+    keys = [(name, rename[name]) for name, _, _ in fields]
+    unset = msgspec.UNSET
+    refused = (msgspec.DecodeError, RecursionError)
+
+    def check(line: bytes) -> str | None:
+        try:
+            obj = decode(line)
+        except refused:
+            return None
+        found = None
+        for name, key in keys:
+            if getattr(obj, name) is not unset:
+                if found is not None:
+                    return None
+                found = key
+        return found
+
+    return check
+
+
+__all__ = ["Check", "envelope_check"]
