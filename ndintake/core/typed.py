@@ -19,6 +19,7 @@ itself) with no scalar, list or map field set. Without msgspec installed,
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Annotated, Any, Callable, Literal, Union
 
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - msgspec is an optional extra
 #: Keywords that only name or word things: they never change a decision.
 _WORDS = frozenset({"description", "$id", "$comment", "title", "examples"})
 _INT_RANGE = (-(2**63), 2**63 - 1)  # within orjson's integers (it reads larger ones as floats)
+_ANY_KEY = re.compile(r"(?:\[[^\]]*\]|\.)\*\$")  # a pattern that re.search finds in every string
 _PY_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -127,7 +129,8 @@ class _Translator:
             raise _Untranslatable("patternProperties")
         if patterns:
             (pattern, item_schema), = patterns.items()
-            key: Any = Annotated[str, msgspec.Meta(pattern=pattern)]
+            # "X*$" (the header maps' "[.*]*$") is found in any key: no regex per key
+            key: Any = str if _ANY_KEY.fullmatch(pattern) else Annotated[str, msgspec.Meta(pattern=pattern)]
             item = self.value(item_schema)
         elif extra is False:
             key, item = str, Any
@@ -157,10 +160,8 @@ class _Translator:
             else:
                 fields.append((name, Union[kind, msgspec.UnsetType], msgspec.UNSET))
         fields.sort(key=lambda field: field[2] is not msgspec.NODEFAULT)  # required fields first
-        rules = _rules(schema, names)
-        if set_required:
-            rules.append(_filled)
-        namespace = {"__post_init__": _post_init(rules)} if rules else {}
+        post_init = _post_init(schema, names, set_required)
+        namespace = {"__post_init__": post_init} if post_init is not None else {}
         self._count += 1
         return msgspec.defstruct(
             f"{self._name}_{self._count}", fields, forbid_unknown_fields=True, rename=rename,
@@ -178,17 +179,14 @@ def _without_null(kind: Any) -> Any:
     return kind
 
 
-Rule = Callable[[Any], bool]
-
-
-def _check_types(schema: dict[str, Any]) -> tuple[type, ...]:
+def _check_types(schema: dict[str, Any]) -> frozenset[type]:
     """The Python types a sub-schema of an ``anyOf``/``if`` branch accepts (only ``type``)."""
     if set(schema) - {"type"} - _WORDS:
         raise _Untranslatable("a branch with rules")
-    return tuple(t for name in _types(schema) - {"null"} for t in _PY_TYPES[name])
+    return frozenset(t for name in _types(schema) - {"null"} for t in _PY_TYPES[name])
 
 
-def _branch(schema: dict[str, Any], names: dict[str, str]) -> tuple[str, tuple[type, ...]]:
+def _branch(schema: dict[str, Any], names: dict[str, str]) -> tuple[str, frozenset[type]]:
     """A ``{"properties": {f: {"type": ...}}, "required": [f]}`` branch: (field, types)."""
     if set(schema) - {"properties", "required"} - _WORDS or len(schema.get("required", ())) != 1:
         raise _Untranslatable("a branch")
@@ -198,12 +196,12 @@ def _branch(schema: dict[str, Any], names: dict[str, str]) -> tuple[str, tuple[t
     return names[key], _check_types(schema.get("properties", {}).get(key, {"type": list(_PY_TYPES)}))
 
 
-def _has(value: Any, types: tuple[type, ...]) -> bool:
+def _has(value: Any, types: frozenset[type]) -> bool:
     """``value`` is of ``types`` (``dict`` standing for any object); an object
     counts only when set, as ``isset`` counts a struct branch of an ``anyOf``."""
     if isinstance(value, msgspec.Struct):
         return dict in types and _filled(value)
-    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    return value.__class__ in types
 
 
 def _filled(obj: Any) -> bool:
@@ -217,33 +215,47 @@ def _filled(obj: Any) -> bool:
     return False
 
 
-def _rules(schema: dict[str, Any], names: dict[str, str]) -> list[Rule]:
-    """The struct-level rules: "requires at least one of" (``anyOf``) and
-    "required when" (``allOf`` of ``if``/``then``)."""
-    rules: list[Rule] = []
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _post_init(schema: dict[str, Any], names: dict[str, str], must_be_set: bool) -> Callable[[Any], None] | None:
+    """``__post_init__`` for the struct-level rules: "requires at least one of"
+    (``anyOf``), "required when" (``allOf`` of ``if``/``then``), and "set" when
+    ``must_be_set`` and no required scalar field or ``anyOf`` ensures it. Its
+    source is generated (one expression per rule): it runs for every struct
+    decoded, list elements included. None when there is no rule."""
+    space: dict[str, Any] = {"_has": _has, "_filled": _filled}
+
+    def has(name: str, types: frozenset[type]) -> str:
+        space[f"t_{name}"] = types
+        if types <= _SCALARS:
+            return f"self.{name}.__class__ in t_{name}"
+        return f"_has(self.{name}, t_{name})"
+
+    rules: list[str] = []
+    required = set(schema.get("required", ()))
+    ensured = any(
+        key in names and _types(sub) - {"null"} <= {"string", "integer", "number", "boolean"}
+        for key, sub in schema["properties"].items() if key in required
+    )
     if "anyOf" in schema:
         branches = [_branch(branch, names) for branch in schema["anyOf"]]
-        rules.append(lambda obj: any(_has(getattr(obj, name), types) for name, types in branches))
+        rules.append(" or ".join(has(name, types) for name, types in branches))
+        ensured = ensured or all(types <= _SCALARS for _, types in branches)
     for part in schema.get("allOf", ()):
         if set(part) - {"if", "then"} - _WORDS:
             raise _Untranslatable("allOf")
         (when, when_types), (then, then_types) = _branch(part["if"], names), _branch(part["then"], names)
-        rules.append(_required_when(when, when_types, then, then_types))
-    return rules
-
-
-def _required_when(when: str, when_types: tuple[type, ...], then: str, then_types: tuple[type, ...]) -> Rule:
-    """``then`` must be set (of ``then_types``) when ``when`` is (of ``when_types``)."""
-    return lambda obj: not _has(getattr(obj, when), when_types) or _has(getattr(obj, then), then_types)
-
-
-def _post_init(rules: list[Rule]) -> Callable[[Any], None]:
-    def __post_init__(self: Any) -> None:
-        for rule in rules:
-            if not rule(self):
-                raise ValueError("refused by a rule: the slow path decides")
-
-    return __post_init__
+        rules.append(f"not {has(when, when_types)} or {has(then, then_types)}")
+    if must_be_set and not ensured:
+        rules.append("_filled(self)")
+    if not rules:
+        return None
+    test = " and ".join(f"({rule})" for rule in rules)
+    source = f"def __post_init__(self):\n    if not ({test}):\n        raise ValueError('a rule')"
+    exec(source, space)  # one function per struct, made once: its rules inlined
+    function: Callable[[Any], None] = space["__post_init__"]
+    return function
 
 
 def _without_causes(schema: dict[str, Any]) -> dict[str, Any]:
