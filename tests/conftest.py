@@ -292,3 +292,13 @@ def errors_ndjson() -> bytes:
 @pytest.fixture(scope="session")
 def meta() -> bytes:
     return metadata_line()
+
+
+@pytest.fixture(autouse=True)
+def _consumer_reads_no_data() -> None:
+    """Every test starts as a fresh process does: lines the typed check takes are
+    parsed lazily (the reader switches to parsing eagerly once it sees a consumer
+    read ``data``; that guess is process-wide, and results never depend on it)."""
+    from ndintake.profiles.apm import envelope
+
+    envelope._reads_data[0] = False

@@ -59,13 +59,19 @@ class Event:
         if data is None:
             assert self._parse is not None
             data = self._data = self._parse(self.raw)
-            self._parse = None
         return data
 
     @property
     def data_parsed(self) -> bool:
         """Whether ``data`` is in memory (given, or read once)."""
         return self._data is not None
+
+    @property
+    def raw_is_data(self) -> bool:
+        """True when ``raw`` is ``{"<type>": data}`` and nothing else, checked
+        (events the typed check took): the bytes of the value in ``raw`` then
+        stand for ``data`` without parsing it (what the sinks write)."""
+        return self._parse is not None
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.kind, self.data, self.raw, self.line, self.abbreviated, self.parent)
