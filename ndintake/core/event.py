@@ -30,27 +30,21 @@ class Event:
     def __init__(
         self,
         kind: str,
-        data: dict[str, Any],
+        data: dict[str, Any] | None,
         raw: bytes,
         line: int,
         abbreviated: bool = False,
         parent: dict[str, Any] | None = None,
+        parse: Callable[[bytes], dict[str, Any]] | None = None,
     ) -> None:
+        """``data`` None with ``parse``: ``data`` is ``parse(raw)``, parsed on first read."""
         self.kind = kind
-        self._data: dict[str, Any] | None = data
+        self._data = data
         self.raw = raw
         self.line = line
         self.abbreviated = abbreviated
         self.parent = parent
-        self._parse: Callable[[bytes], dict[str, Any]] | None = None
-
-    @classmethod
-    def parsed_later(cls, kind: str, raw: bytes, line: int, parse: Callable[[bytes], dict[str, Any]]) -> Event:
-        """An event whose ``data`` is ``parse(raw)``, parsed on first read."""
-        event = cls.__new__(cls)
-        event.kind, event._data, event.raw, event.line = kind, None, raw, line
-        event.abbreviated, event.parent, event._parse = False, None, parse
-        return event
+        self._parse = parse
 
     @property
     def data(self) -> dict[str, Any]:

@@ -268,7 +268,7 @@ class EnvelopeReader:
                 if key is None:
                     self._take_parsed((next(parsed),), (line,), (line_no,), out)
                 else:
-                    self._probe = Event.parsed_later(kinds[key], line, line_no, line_value)
+                    self._probe = Event(kinds[key], None, line, line_no, False, None, line_value)
                     out.append(self._probe)
         self._junk = False
         return True
