@@ -89,6 +89,15 @@ def test_never_looser_on_mutated_events(sample: tuple[str, Any], changes: list[t
     _never_looser(key, value)
 
 
+#: Values of a map of anything (``context.custom``) that msgspec would skip
+#: unchecked and orjson refuses (or repairs): too deep, an integer too large for
+#: a double, bytes that are not UTF-8, a lone surrogate.
+CUSTOM_ODDITIES = [
+    b'{"error": {"id": "a", "log": {"message": "m"}, "context": {"custom": {"v": %b}}}}' % value
+    for value in (b"[" * 1100 + b"]" * 1100, b"1" * 400, b'"\xff"', b'"\\ud800"')
+]
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -105,6 +114,7 @@ def test_never_looser_on_mutated_events(sample: tuple[str, Any], changes: list[t
         b'{"error": {"id": "a", "exception": {}}}',
         b'{"error": {"id": "a", "exception": {"message": "m"}, "transaction_id": "t"}}',
         b'{"transaction": {"id": "a", "trace_id": "b", "type": "t", "duration": 1, "span_count": {"started": 9223372036854775808}}}',
+        *CUSTOM_ODDITIES,
     ],
 )
 def test_refuses_what_it_cannot_vouch_for(line: bytes) -> None:
@@ -143,6 +153,7 @@ def _bodies() -> Iterator[tuple[str, bytes]]:
         b'{"span": {"id": "a", "id": "b", "trace_id": "b", "parent_id": "c", "name": "n", "type": "t", "duration": 1,'
         b' "start": 1}}',
         b'{"log": {}}',
+        *CUSTOM_ODDITIES,
     ] + [b""])
 
 

@@ -23,6 +23,8 @@ import re
 from functools import cache
 from typing import Annotated, Any, Callable, Literal, Union
 
+import orjson
+
 from .isset import CAUSES
 from .schemas import Validator, raw_schema
 
@@ -31,6 +33,11 @@ try:
 except ImportError:  # pragma: no cover - msgspec is an optional extra
     msgspec = None  # type: ignore[assignment]
 
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+#: orjson refuses a line nested deeper than this: a line with this many "[" and
+#: "{" is left to the slow path (msgspec's own limit is Python's recursion limit).
+_DEPTH = 1024
 #: Keywords that only name or word things: they never change a decision.
 _WORDS = frozenset({"description", "$id", "$comment", "title", "examples"})
 _INT_RANGE = (-(2**63), 2**63 - 1)  # within orjson's integers (it reads larger ones as floats)
@@ -62,6 +69,7 @@ class _Translator:
     def __init__(self, name: str) -> None:
         self._name = name
         self._count = 0
+        self._raw_maps = 0  # maps of msgspec.Raw made so far
 
     def value(self, schema: dict[str, Any], *, set_required: bool = False) -> Any:
         """The type of a value the schema accepts, ``None`` included if allowed."""
@@ -89,7 +97,9 @@ class _Translator:
             high = _INT_RANGE[1] if high is None else min(high, _INT_RANGE[1])
             members.append(self._meta(int, ge=low, le=high))
         if "array" in types:
-            items = self.value(schema["items"], set_required=True) if "items" in schema else Any
+            if "items" not in schema:
+                raise _Untranslatable("a list of anything")
+            items = self.value(schema["items"], set_required=True)
             members.append(self._meta(list[items], min_length=schema.get("minItems"),  # type: ignore[valid-type]
                                       max_length=schema.get("maxItems")))
         if "object" in types:
@@ -135,19 +145,29 @@ class _Translator:
         elif extra is False:
             key, item = str, Any
             schema = {**schema, "maxProperties": 0}
+        elif extra is True:  # values of any JSON: skipped by msgspec, read by orjson (``_raw_ok``)
+            key, item = str, msgspec.Raw
+            self._raw_maps += 1
         else:
-            key, item = str, (Any if extra is True else self.value(extra))
+            key, item = str, self.value(extra)
         low = schema.get("minProperties", 1 if set_required else None)
         return self._meta(dict[key, item], min_length=low, max_length=schema.get("maxProperties"))  # type: ignore[valid-type]
 
     def _struct(self, schema: dict[str, Any], set_required: bool) -> Any:
+        outer = self._raw_maps  # the struct checks its own maps of anything
         required = set(schema.get("required", ()))
         fields: list[tuple[str, Any, Any]] = []
         rename: dict[str, str] = {}
         names: dict[str, str] = {}
+        raw_maps: list[str] = []
         for index, (key, sub) in enumerate(schema["properties"].items()):
+            before = self._raw_maps
             try:
                 kind = self.value(sub, set_required=key in required)
+                if self._raw_maps > before:
+                    if self._raw_maps > before + 1 or not _is_raw_map(kind):
+                        raise _Untranslatable("a map of anything that is not a field's value")
+                    raw_maps.append(f"f{index}")
             except _Untranslatable:
                 if key in required:
                     raise
@@ -160,13 +180,36 @@ class _Translator:
             else:
                 fields.append((name, Union[kind, msgspec.UnsetType], msgspec.UNSET))
         fields.sort(key=lambda field: field[2] is not msgspec.NODEFAULT)  # required fields first
-        post_init = _post_init(schema, names, set_required)
+        post_init = _post_init(schema, names, set_required, raw_maps)
+        self._raw_maps = outer
         namespace = {"__post_init__": post_init} if post_init is not None else {}
         self._count += 1
         return msgspec.defstruct(
             f"{self._name}_{self._count}", fields, forbid_unknown_fields=True, rename=rename,
             namespace=namespace,
         )
+
+
+def _is_raw_map(kind: Any) -> bool:
+    """``kind`` is (a union with) a map of ``msgspec.Raw``, maybe ``Annotated``."""
+    members = kind.__args__ if getattr(kind, "__origin__", None) is Union else (kind,)
+    for member in members:
+        member = getattr(member, "__origin__", member) if hasattr(member, "__metadata__") else member
+        if getattr(member, "__origin__", None) is dict and member.__args__[1] is msgspec.Raw:
+            return True
+    return False
+
+
+def _raw_ok(value: Any) -> bool:
+    """Every value of a map msgspec only skipped (it checks neither UTF-8 nor
+    integers too large for a double there) is one orjson reads."""
+    if value.__class__ is dict:
+        try:
+            for raw in value.values():
+                _loads(memoryview(raw))
+        except _JSONDecodeError:
+            return False
+    return True
 
 
 def _without_null(kind: Any) -> Any:
@@ -218,13 +261,15 @@ def _filled(obj: Any) -> bool:
 _SCALARS = frozenset({str, int, float, bool})
 
 
-def _post_init(schema: dict[str, Any], names: dict[str, str], must_be_set: bool) -> Callable[[Any], None] | None:
+def _post_init(
+    schema: dict[str, Any], names: dict[str, str], must_be_set: bool, raw_maps: list[str]
+) -> Callable[[Any], None] | None:
     """``__post_init__`` for the struct-level rules: "requires at least one of"
     (``anyOf``), "required when" (``allOf`` of ``if``/``then``), and "set" when
     ``must_be_set`` and no required scalar field or ``anyOf`` ensures it. Its
     source is generated (one expression per rule): it runs for every struct
     decoded, list elements included. None when there is no rule."""
-    space: dict[str, Any] = {"_has": _has, "_filled": _filled}
+    space: dict[str, Any] = {"_has": _has, "_filled": _filled, "_raw_ok": _raw_ok}
 
     def has(name: str, types: frozenset[type]) -> str:
         space[f"t_{name}"] = types
@@ -249,6 +294,7 @@ def _post_init(schema: dict[str, Any], names: dict[str, str], must_be_set: bool)
         rules.append(f"not {has(when, when_types)} or {has(then, then_types)}")
     if must_be_set and not ensured:
         rules.append("_filled(self)")
+    rules.extend(f"_raw_ok(self.{name})" for name in raw_maps)
     if not rules:
         return None
     test = " and ".join(f"({rule})" for rule in rules)
@@ -304,6 +350,8 @@ def envelope_check(validators: tuple[tuple[str, Validator], ...]) -> Check | Non
     refused = (msgspec.DecodeError, RecursionError)
 
     def check(line: bytes) -> str | None:
+        if len(line) > 2 * _DEPTH and line.count(b"[") + line.count(b"{") >= _DEPTH:
+            return None
         try:
             obj = decode(line)
         except refused:
