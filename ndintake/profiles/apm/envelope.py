@@ -236,17 +236,20 @@ class EnvelopeReader:
         if max(map(len, lines)) >= self._max:
             return False
         typed = self._typed
-        keys: list[str | None] | None = None
+        keys: list[str | None] | None = None  # per line, the key the typed check took it under
+        last: str | None = None  # that of the last line only, when parsing eagerly
         if typed is not None:
             if self._probe is not None:
                 _reads_data[0] = self._probe.data_parsed
                 self._probe = None
             if _reads_data[0]:
-                keys = [None] * len(lines)
-                keys[-1] = typed(lines[-1])
+                last = typed(lines[-1])
             else:
                 keys = list(map(typed, lines))
-        slow = lines if keys is None else [line for line, key in zip(lines, keys) if key is None]
+        if keys is None:
+            slow = lines[:-1] if last is not None else lines
+        else:
+            slow = [line for line, key in zip(lines, keys) if key is None]
         objs: list[Any] = []
         if slow:
             if self._lines_accept is None:
@@ -259,11 +262,14 @@ class EnvelopeReader:
                 return False
         stream = self._stream
         out = stream.out
+        kinds = self._kinds
         if keys is None:
-            self._take_parsed(objs, lines, numbers, out)
+            self._take_parsed(objs, slow, numbers, out)
+            if last is not None:
+                self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, line_value)
+                out.append(self._probe)
         else:
-            kinds = self._kinds
-            parsed = iter(objs)
+            parsed = iter(objs)  # slow lines are few here (metricsets, RUM v3): one call each
             for key, line, line_no in zip(keys, lines, numbers):
                 if key is None:
                     self._take_parsed((next(parsed),), (line,), (line_no,), out)
