@@ -184,8 +184,9 @@ class _Translator:
         self._raw_maps = outer
         namespace = {"__post_init__": post_init} if post_init is not None else {}
         self._count += 1
+        # gc=False: a struct lives only during the check and holds no cycle; untracked, it is cheaper
         return msgspec.defstruct(
-            f"{self._name}_{self._count}", fields, forbid_unknown_fields=True, rename=rename,
+            f"{self._name}_{self._count}", fields, forbid_unknown_fields=True, rename=rename, gc=False,
             namespace=namespace,
         )
 
@@ -200,15 +201,14 @@ def _is_raw_map(kind: Any) -> bool:
     return False
 
 
-def _raw_ok(value: Any) -> bool:
+def _raw_ok(value: dict[str, Any]) -> bool:
     """Every value of a map msgspec only skipped (it checks neither UTF-8 nor
     integers too large for a double there) is one orjson reads."""
-    if value.__class__ is dict:
-        try:
-            for raw in value.values():
-                _loads(memoryview(raw))
-        except _JSONDecodeError:
-            return False
+    try:
+        for raw in value.values():
+            _loads(memoryview(raw))
+    except _JSONDecodeError:
+        return False
     return True
 
 
@@ -294,7 +294,7 @@ def _post_init(
         rules.append(f"not {has(when, when_types)} or {has(then, then_types)}")
     if must_be_set and not ensured:
         rules.append("_filled(self)")
-    rules.extend(f"_raw_ok(self.{name})" for name in raw_maps)
+    rules.extend(f"self.{name}.__class__ is not dict or _raw_ok(self.{name})" for name in raw_maps)
     if not rules:
         return None
     test = " and ".join(f"({rule})" for rule in rules)
@@ -343,7 +343,7 @@ def envelope_check(validators: tuple[tuple[str, Validator], ...]) -> Check | Non
         fields.append((name, Union[_without_null(kind), msgspec.UnsetType], msgspec.UNSET))
     if not fields:
         return None
-    envelope = msgspec.defstruct("Envelope", fields, forbid_unknown_fields=True, rename=rename)
+    envelope = msgspec.defstruct("Envelope", fields, forbid_unknown_fields=True, rename=rename, gc=False)
     decode = msgspec.json.Decoder(envelope).decode
     keys = [(name, rename[name]) for name, _, _ in fields]
     unset = msgspec.UNSET
