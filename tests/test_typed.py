@@ -263,3 +263,16 @@ def test_event_constructed_with_data_keeps_it() -> None:
     assert event == ndintake.Event("span", {"id": "x"}, b"{}", 3)
     assert event != ndintake.Event("span", {"id": "y"}, b"{}", 3)
     assert "data={'id': 'x'}" in repr(event)
+
+
+def test_keys_the_typed_check_mostly_refuses_are_not_tried() -> None:
+    """heavy.ndjson's spans and transactions carry fields the schema does not
+    name: once a batch shows it, their lines skip the typed check; its errors
+    are still taken by it."""
+    assert _envelope._untyped[0] == ()
+    body = load("intake-v2/heavy.ndjson")
+    events = ndintake.IntakeStream().feed(body)
+    assert set(_envelope._untyped[0]) == {b'{ "span"', b'{ "transaction"', b'{ "metricset"'}
+    assert {event.kind for event in events if not event.data_parsed} == {"error"}
+    again = ndintake.IntakeStream().feed(body)
+    assert [(e.kind, e.raw, e.data) for e in again] == [(e.kind, e.raw, e.data) for e in events]

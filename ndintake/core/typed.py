@@ -70,6 +70,7 @@ class _Translator:
         self._name = name
         self._count = 0
         self._raw_maps = 0  # maps of msgspec.Raw made so far
+        self._always_set: set[Any] = set()  # structs whose every instance is "set"
 
     def value(self, schema: dict[str, Any], *, set_required: bool = False) -> Any:
         """The type of a value the schema accepts, ``None`` included if allowed."""
@@ -180,15 +181,29 @@ class _Translator:
             else:
                 fields.append((name, Union[kind, msgspec.UnsetType], msgspec.UNSET))
         fields.sort(key=lambda field: field[2] is not msgspec.NODEFAULT)  # required fields first
-        post_init = _post_init(schema, names, set_required, raw_maps)
+        structs = {name: _struct_of(kind) for name, kind, _ in fields}
+        set_structs = {name: struct for name, struct in structs.items() if struct in self._always_set}
+        post_init, always_set = _post_init(schema, names, set_required, raw_maps, set_structs)
         self._raw_maps = outer
         namespace = {"__post_init__": post_init} if post_init is not None else {}
         self._count += 1
         # gc=False: a struct lives only during the check and holds no cycle; untracked, it is cheaper
-        return msgspec.defstruct(
+        struct = msgspec.defstruct(
             f"{self._name}_{self._count}", fields, forbid_unknown_fields=True, rename=rename, gc=False,
             namespace=namespace,
         )
+        if always_set:
+            self._always_set.add(struct)
+        return struct
+
+
+def _struct_of(kind: Any) -> Any:
+    """The struct class of a field whose only other values are null and unset, else None."""
+    members = kind.__args__ if getattr(kind, "__origin__", None) is Union else (kind,)
+    rest = [m for m in members if m is not type(None) and m is not msgspec.UnsetType]
+    if len(rest) == 1 and isinstance(rest[0], type) and issubclass(rest[0], msgspec.Struct):
+        return rest[0]
+    return None
 
 
 def _is_raw_map(kind: Any) -> bool:
@@ -262,8 +277,8 @@ _SCALARS = frozenset({str, int, float, bool})
 
 
 def _post_init(
-    schema: dict[str, Any], names: dict[str, str], must_be_set: bool, raw_maps: list[str]
-) -> Callable[[Any], None] | None:
+    schema: dict[str, Any], names: dict[str, str], must_be_set: bool, raw_maps: list[str], set_structs: dict[str, Any]
+) -> tuple[Callable[[Any], None] | None, bool]:
     """``__post_init__`` for the struct-level rules: "requires at least one of"
     (``anyOf``), "required when" (``allOf`` of ``if``/``then``), and "set" when
     ``must_be_set`` and no required scalar field or ``anyOf`` ensures it. Its
@@ -275,6 +290,9 @@ def _post_init(
         space[f"t_{name}"] = types
         if types <= _SCALARS:
             return f"self.{name}.__class__ in t_{name}"
+        if types == {dict} and name in set_structs:
+            space[f"c_{name}"] = set_structs[name]
+            return f"self.{name}.__class__ is c_{name}"
         return f"_has(self.{name}, t_{name})"
 
     rules: list[str] = []
@@ -296,12 +314,12 @@ def _post_init(
         rules.append("_filled(self)")
     rules.extend(f"self.{name}.__class__ is not dict or _raw_ok(self.{name})" for name in raw_maps)
     if not rules:
-        return None
+        return None, ensured
     test = " and ".join(f"({rule})" for rule in rules)
     source = f"def __post_init__(self):\n    if not ({test}):\n        raise ValueError('a rule')"
     exec(source, space)  # one function per struct, made once: its rules inlined
     function: Callable[[Any], None] = space["__post_init__"]
-    return function
+    return function, ensured
 
 
 def _without_causes(schema: dict[str, Any]) -> dict[str, Any]:

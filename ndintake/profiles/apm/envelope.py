@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import weakref
 from bisect import bisect_left
+from collections import Counter
+from itertools import repeat
 from itertools import compress
 from operator import not_
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import orjson
 
@@ -120,6 +122,16 @@ def line_value(line: bytes) -> dict[str, Any]:
 #: readers, as a process usually has one kind of consumer; a wrong guess costs
 #: time only, never a different result.
 _reads_data = [False]
+#: The starts of lines the typed check is not tried on: those of keys whose
+#: lines it refused more often than it took, while the slow path accepted them
+#: (an agent that sends fields the schema does not name: the typed check refuses
+#: unknown keys). Shared like ``_reads_data``; forgotten every ``_RELEARN``
+#: batches, so a change of traffic is seen. Lines of other starts (spacing) are
+#: tried anyway: this only saves time.
+_untyped: list[tuple[bytes, ...]] = [()]
+_RELEARN = 256
+_UNTYPED_MAX = 32
+_batches = [0]
 
 
 class _BadLine(Exception):
@@ -236,7 +248,8 @@ class EnvelopeReader:
         if max(map(len, lines)) >= self._max:
             return False
         typed = self._typed
-        keys: list[str | None] | None = None  # per line, the key the typed check took it under
+        # per line: the key the typed check took it under, None if it refused it, "" if not tried
+        keys: list[str | None] | None = None
         last: str | None = None  # that of the last line only, when parsing eagerly
         if typed is not None:
             if self._probe is not None:
@@ -244,12 +257,15 @@ class EnvelopeReader:
                 self._probe = None
             if _reads_data[0]:
                 last = typed(lines[-1])
+            elif _untyped[0]:
+                skip = _untyped[0]
+                keys = ["" if line.startswith(skip) else typed(line) for line in lines]
             else:
                 keys = list(map(typed, lines))
         if keys is None:
             slow = lines[:-1] if last is not None else lines
         else:
-            slow = [line for line, key in zip(lines, keys) if key is None]
+            slow = [line for line, key in zip(lines, keys) if not key]
         objs: list[Any] = []
         if slow:
             if self._lines_accept is None:
@@ -260,37 +276,63 @@ class EnvelopeReader:
                 return False
             if not self._lines_accept(objs):
                 return False
-        stream = self._stream
-        out = stream.out
-        kinds = self._kinds
-        if keys is None:
-            self._take_parsed(objs, slow, numbers, out)
-            if last is not None:
-                self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, line_value)
-                out.append(self._probe)
-        else:
-            parsed = iter(objs)  # slow lines are few here (metricsets, RUM v3): one call each
-            for key, line, line_no in zip(keys, lines, numbers):
-                if key is None:
-                    self._take_parsed((next(parsed),), (line,), (line_no,), out)
-                else:
-                    self._probe = Event(kinds[key], None, line, line_no, False, None, line_value)
-                    out.append(self._probe)
+            if keys is not None and None in keys:
+                self._learn(slow, objs, keys)
+        self._take_checked(lines, numbers, repeat(None) if keys is None else keys, objs, last)
         self._junk = False
         return True
 
-    def _take_parsed(
-        self, objs: Sequence[Any], lines: Sequence[bytes], numbers: Sequence[int], out: list[Event]
+    def _take_checked(
+        self,
+        lines: list[bytes],
+        numbers: Sequence[int],
+        keys: Iterable[str | None],  # a key, or None or "" for a parsed line
+        objs: list[Any],
+        last: str | None,
     ) -> None:
-        """Events of parsed lines the batch check accepted."""
+        """The events of a checked batch, in order: for a line with a key (the
+        typed check took it) one parsed when read; else from the next parsed
+        line of ``objs``. ``last``: the key the typed check took the last line
+        under when the others were parsed eagerly (the probe)."""
+        stream = self._stream
+        out = stream.out
+        kinds = self._kinds
         table = self._table
-        for obj, line, line_no in zip(objs, lines, numbers):
-            key, value = obj.popitem()  # its only key
+        parsed = iter(objs)
+        for key, line, line_no in zip(keys, lines[:-1] if last is not None else lines, numbers):
+            if key:
+                self._probe = Event(kinds[key], None, line, line_no, False, None, line_value)
+                out.append(self._probe)
+                continue
+            key, value = next(parsed).popitem()  # its only key
             kind, _, special, abbreviated = table[key]
             if special is None:
                 out.append(Event(kind, value, line, line_no, abbreviated))
             else:
-                self._stream.dropped += special(value, line, line_no, out)
+                stream.dropped += special(value, line, line_no, out)
+        if last is not None:
+            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, line_value)
+            out.append(self._probe)
+
+    def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
+        """Skip the typed check for the keys it refused more often than it took
+        in this batch of valid lines (those it never takes, such as metricsets,
+        included; a refusal costs more than a success): the starts of their lines, up to the
+        key's closing quote, join ``_untyped`` (at most ``_UNTYPED_MAX``)."""
+        _batches[0] += 1
+        if _batches[0] % _RELEARN == 0:
+            _untyped[0] = ()
+        tried = [(line, obj) for line, obj, key in zip(slow, objs, (k for k in keys if not k)) if key is None]
+        refused = Counter(next(iter(obj)) for _, obj in tried)  # each has one key
+        taken = Counter(keys)
+        mostly = {key for key, count in refused.items() if count > taken[key]}
+        if not mostly:
+            return
+        known = set(_untyped[0])
+        for line, obj in tried:
+            if next(iter(obj)) in mostly and len(known) < _UNTYPED_MAX:
+                known.add(line[: line.find(b'"', line.find(b'"') + 1) + 1])
+        _untyped[0] = tuple(known)
 
     def _take_each(self, lines: list[bytes], numbers: Sequence[int]) -> int:
         """Line by line: the path of pieces with a blank, oversized, broken or
