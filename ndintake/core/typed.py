@@ -1,8 +1,8 @@
 """A one-pass accept check: msgspec types generated from the JSON Schemas.
 
-msgspec validates while it parses and builds no Python objects for what it
-only checks, so a line can be accepted without ``orjson.loads``; the event's
-``data`` is then parsed from its bytes only when read. The types are never
+msgspec validates while it parses (into structs the cyclic GC does not track,
+rather than dicts), so a line can be accepted without ``orjson.loads`` and a
+schema walk; the event's ``data`` is then parsed from its bytes only when read. The types are never
 looser than the schema: a schema construct this module does not translate
 exactly makes the field it sits on refused (``forbid_unknown_fields`` on every
 struct), rules the types cannot say are checked in ``__post_init__``, and the
@@ -12,9 +12,13 @@ goes to the slow path, which decides and words every refusal.
 
 Also stricter than the schema: ``1.0`` for an integer, ``null`` for a required
 field, unknown keys, integers outside 64 bits (orjson reads those as floats),
-and a struct that must be set (a required one, a list element, the event
-itself) with no scalar, list or map field set. Without msgspec installed,
-:func:`envelope_check` returns None and the readers keep the slow path.
+a struct that must be set (a required one, a list element, the event itself)
+with no scalar, list or map field set, and an exception's ``cause`` list. What
+orjson refuses msgspec refuses too, except in values it only skips: maps of
+any JSON (``context.custom``...) are read as ``msgspec.Raw`` and each value
+parsed by orjson, and lines that may nest deeper than orjson allows are left
+to the slow path, so the lazy parse of ``data`` cannot fail. Without msgspec
+installed, :func:`envelope_check` returns None and the readers keep the slow path.
 """
 
 from __future__ import annotations
