@@ -276,3 +276,17 @@ def test_keys_the_typed_check_mostly_refuses_are_not_tried() -> None:
     assert {event.kind for event in events if not event.data_parsed} == {"error"}
     again = ndintake.IntakeStream().feed(body)
     assert [(e.kind, e.raw, e.data) for e in again] == [(e.kind, e.raw, e.data) for e in events]
+
+
+def test_skipped_line_starts_are_tried_again_in_time() -> None:
+    """A skipped start is forgotten after ``_RELEARN`` batches that skip: traffic
+    that has changed is taken by the typed check again."""
+    _envelope._untyped[0] = (b'{"span"',)
+    _envelope._batches[0] = 0
+    body = realistic_corpus(60_000)
+    spans = [e for e in ndintake.IntakeStream().feed(body) if e.kind == "span"]
+    assert spans and all(e.data_parsed for e in spans)  # skipped: parsed eagerly
+    _envelope._batches[0] = _envelope._RELEARN - 1
+    spans = [e for e in ndintake.IntakeStream().feed(body) if e.kind == "span"]
+    assert b'{"span"' not in _envelope._untyped[0]  # (metricsets are learned again at once)
+    assert spans and not any(e.data_parsed for e in spans)

@@ -6,8 +6,7 @@ import re
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from itertools import repeat
-from itertools import compress
+from itertools import compress, repeat
 from operator import not_
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -126,7 +125,7 @@ _reads_data = [False]
 #: lines it refused more often than it took, while the slow path accepted them
 #: (an agent that sends fields the schema does not name: the typed check refuses
 #: unknown keys). Shared like ``_reads_data``; forgotten every ``_RELEARN``
-#: batches, so a change of traffic is seen. Lines of other starts (spacing) are
+#: batches that skip some, so a change of traffic is seen. Lines of other starts (spacing) are
 #: tried anyway: this only saves time.
 _untyped: list[tuple[bytes, ...]] = [()]
 _RELEARN = 256
@@ -258,6 +257,9 @@ class EnvelopeReader:
             if _reads_data[0]:
                 last = typed(lines[-1])
             elif _untyped[0]:
+                _batches[0] += 1
+                if _batches[0] % _RELEARN == 0:
+                    _untyped[0] = ()  # try every line again
                 skip = _untyped[0]
                 keys = ["" if line.startswith(skip) else typed(line) for line in lines]
             else:
@@ -317,11 +319,9 @@ class EnvelopeReader:
     def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
         """Skip the typed check for the keys it refused more often than it took
         in this batch of valid lines (those it never takes, such as metricsets,
-        included; a refusal costs more than a success): the starts of their lines, up to the
-        key's closing quote, join ``_untyped`` (at most ``_UNTYPED_MAX``)."""
-        _batches[0] += 1
-        if _batches[0] % _RELEARN == 0:
-            _untyped[0] = ()
+        included: a refusal costs more than a success): the starts of their
+        lines, up to the key's closing quote, join ``_untyped`` (at most
+        ``_UNTYPED_MAX`` of them)."""
         tried = [(line, obj) for line, obj, key in zip(slow, objs, (k for k in keys if not k)) if key is None]
         refused = Counter(next(iter(obj)) for _, obj in tried)  # each has one key
         taken = Counter(keys)
