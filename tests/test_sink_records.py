@@ -77,3 +77,23 @@ def test_unparsed_events_give_the_same_partition_key_and_batch_body(name: str) -
         assert keys == [partition_key({"data": e.expanded(), "metadata": batch.metadata}) for e in batch]
         lines = [orjson.loads(line) for line in body.splitlines()]
         assert lines == [{"metadata": batch.metadata}] + [{e.kind: e.expanded()} for e in batch]
+
+
+def test_spliced_data_of_repeated_escaped_and_spaced_keys() -> None:
+    """A line whose type key is repeated, escaped or spaced out: the spliced
+    ``data`` is the value the parse keeps (the last), as JSON."""
+    body = b"\n".join([
+        b'{"metadata": {"service": {"name": "s", "agent": {"name": "a", "version": "1"}}}}',
+        b'{"log": {"message": "a"}, "log": {"message": "b"}}',
+        b'{"l\\u006fg": {"message": "c"}}',
+        b' { "log" :\t{"message": "d" }  } ',
+        b"",
+    ])
+    stream = ndintake.IntakeStream()
+    events = stream.feed(body) + stream.close().final_events
+    batch = Batch(events, profile="apm", metadata=stream.metadata, path="/intake/v2/events")
+    assert [e.raw_is_data and not e.data_parsed for e in events] == [True, True, True]
+    records = [BatchRecords(batch).record(event) for event in events]
+    assert [orjson.loads(r)["data"]["message"] for r in records] == ["b", "c", "d"]
+    assert [orjson.loads(r) for r in records] == [event_record(e, batch) for e in events]
+    assert orjson.loads(encode_batch(batch).split(b"\n")[1]) == {"log": {"message": "b"}}

@@ -30,7 +30,6 @@ from typing import Any, Callable, Literal
 import orjson
 
 from ..core.event import Event
-from ..core.lines import BLANK
 from .hooks import Batch
 
 try:
@@ -108,9 +107,9 @@ def data_json(event: Event) -> bytes:
     the value's bytes spliced from ``raw`` (no parse; the JSON as the client
     wrote it, spacing and number spelling included), else ``expanded()`` encoded."""
     if event.raw_is_data:
-        raw = event.raw
-        # after the first colon (a known type key has none), up to the closing brace
-        return raw[raw.index(b":") + 1 : raw.rindex(b"}")].strip(BLANK)
+        # the value's bytes, skipped over rather than parsed (the last one if the key is repeated, as parsed)
+        (value,) = _raw_values()(event.raw).values()
+        return bytes(value)
     return orjson.dumps(event.expanded())
 
 
@@ -144,6 +143,12 @@ def encode_batch(batch: Batch) -> bytes:
 def event_key(event: Event, batch: Batch) -> str:
     """The event's deduplication key (see :meth:`BatchRecords.key`)."""
     return BatchRecords(batch).key(event)
+
+
+@cache
+def _raw_values() -> Callable[[bytes], dict[str, Any]]:
+    decode: Callable[[bytes], dict[str, Any]] = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+    return decode
 
 
 @cache
