@@ -162,26 +162,35 @@ def parse_only(codec: str = "zstd") -> Pipeline:
     )
 
 
-def ndintake_pipeline(codec: str, max_body_size: int) -> Pipeline:
+def ndintake_pipeline(codec: str, max_body_size: int, *, read_data: bool = False) -> Pipeline:
+    """ndintake with a sink per decoded piece; ``read_data``: the sink reads every
+    event's ``data`` (else it only forwards the events, as a sink writing ``raw`` does)."""
     limits = ndintake.Limits(max_body_size=max_body_size)
     encoding = codec
 
     def consume(events: list[ndintake.Event]) -> None:
         """The events reach a consumer batch by batch, as in a server (the bounded mode)."""
 
+    def consume_data(events: list[ndintake.Event]) -> None:
+        for event in events:
+            assert event.data is not None
+
     def run(chunks: list[bytes]) -> int:
-        stream = ndintake.IntakeStream(profile="apm", content_encoding=encoding, limits=limits, sink=consume)
+        sink = consume_data if read_data else consume
+        stream = ndintake.IntakeStream(profile="apm", content_encoding=encoding, limits=limits, sink=sink)
         feed = stream.feed
         for chunk in chunks:
             feed(chunk)
         return stream.close().accepted
 
+    reads = "every event's data read by the sink" if read_data else "the sink reads no data"
     return Pipeline(
-        f"ndintake [{codec}]",
+        f"ndintake [{codec}], data read" if read_data else f"ndintake [{codec}]",
         codec,
         f"ndintake.IntakeStream(content_encoding={codec!r}, sink=...): bounded streaming decoder, line splitter "
-        "with the 300 KiB line cap, orjson, jsonschema-rs accept check (fastjsonschema for refusals), APM Server's "
-        "rules; an Event per accepted line, handed to a sink per decoded piece.",
+        "with the 300 KiB line cap, the typed (msgspec) accept check, else orjson and the jsonschema-rs check "
+        f"(fastjsonschema for refusals), APM Server's rules; an Event per accepted line, handed to a sink per "
+        f"decoded piece; {reads}.",
         run,
         tags={"against": codec},
     )
@@ -316,6 +325,7 @@ def make_pipelines(max_body_size: int) -> list[Pipeline]:
         parse_only("zstd"),
         *(parse_only(codec) for codec in CODECS if codec != "zstd"),
         *(ndintake_pipeline(codec, max_body_size) for codec in CODECS),
+        *(ndintake_pipeline(codec, max_body_size, read_data=True) for codec in CODECS),
         orjson_fastjsonschema(schemas),
         ijson_fastjsonschema(schemas),
         orjson_jsonschema_rs(schemas),

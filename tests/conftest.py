@@ -292,3 +292,15 @@ def errors_ndjson() -> bytes:
 @pytest.fixture(scope="session")
 def meta() -> bytes:
     return metadata_line()
+
+
+@pytest.fixture(autouse=True)
+def _consumer_reads_no_data() -> None:
+    """Every test starts as a fresh process does: lines the typed check takes are
+    parsed lazily (the reader switches to parsing eagerly once it sees a consumer
+    read ``data``, and skips it for keys it mostly refuses; those guesses are
+    process-wide, and results never depend on them)."""
+    from ndintake.profiles.apm import envelope
+
+    envelope._reads_data[0] = False
+    envelope._untyped[0] = ()

@@ -300,3 +300,17 @@ def test_line_numbers_are_independent_of_chunking():
         result, events = run(body, chunk_sizes=size)
         assert summary(result) == summary(whole)
         assert [e.line for e in events] == [e.line for e in whole_events] == list(range(2, 12))
+
+
+@pytest.mark.parametrize("piece_size", [1000, 4096, 65536])
+def test_long_and_short_lines_split_alike(piece_size: int) -> None:
+    """Pieces of long lines (found with find) then short ones (bytes.split) and back:
+    the same lines as one split of the whole."""
+    lines = [b"x" * 900] * 50 + [b"y" * 20] * 400 + [b"z" * 2000] * 20 + [b""] * 3 + [b"w" * 700]
+    body = b"\n".join(lines) + b"\n"
+    splitter = LineSplitter(1 << 20)
+    out = []
+    for start in range(0, len(body), piece_size):
+        out += splitter.split(body[start : start + piece_size])
+    assert splitter.flush() is None
+    assert out == lines

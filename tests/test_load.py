@@ -176,10 +176,14 @@ def test_a_waiting_request_takes_the_slot_when_it_frees_in_time() -> None:
     assert done["status"] == 202 and second is not None and second.status == 202
 
 
+OVERLOAD_EVENTS = 8000
+
+
 def test_overload_leaves_no_event_of_a_refused_request_in_the_sink() -> None:
     recorder = Recorder()
     app = IntakeASGI(sink=recorder, max_concurrent_decoders=2, admission_wait=0.05)
-    bodies = {f"client-{i}": body(f"client-{i}", 2000) for i in range(12)}
+    # big enough that 12 requests through 2 slots outlast the admission wait however fast a request is read
+    bodies = {f"client-{i}": body(f"client-{i}", OVERLOAD_EVENTS) for i in range(12)}
 
     async def main() -> dict[str, Any]:
         calls = {
@@ -195,7 +199,7 @@ def test_overload_leaves_no_event_of_a_refused_request_in_the_sink() -> None:
     assert statuses[202] >= 2 and statuses[503] >= 1, statuses  # some served, some refused early
     for name, reply in replies.items():
         if reply.status == 202:
-            assert written[name] == 2000
+            assert written[name] == OVERLOAD_EVENTS
         else:
             assert reply.status == 503 and reply.json["accepted"] == 0
             assert written[name] == 0

@@ -8,7 +8,9 @@ import pytest
 import ndintake
 from brokers import batches
 from ndintake.server import Batch
-from ndintake.sinks.records import BatchRecords, event_key, event_record
+from ndintake.sinks.records import (
+    BatchRecords, encode_batch, event_key, event_partition_key, event_record, partition_key,
+)
 
 
 def test_event_keys_are_distinct_and_stable_across_rum_v3_expansion():
@@ -34,13 +36,25 @@ def test_event_keys_are_distinct_and_stable_across_rum_v3_expansion():
     ],
 )
 def test_batch_records_are_the_event_records_as_json(name: str, profile: str, path: str) -> None:
-    """BatchRecords splices the shared part in; the bytes must be exactly orjson's
-    encoding of the record (and of every kind of event)."""
+    """BatchRecords splices the shared part in; the bytes are the record as JSON,
+    exactly orjson's encoding unless the event's ``data`` is spliced from its
+    line unparsed (then the same JSON, as the client spelled it)."""
+    spliced = 0
     for batch in batches(name, profile=profile, path=path):
         encoded = BatchRecords(batch)
         for event in batch:
-            assert encoded.record(event) == orjson.dumps(event_record(event, batch))
+            unparsed = event.raw_is_data and not event.data_parsed
+            record = encoded.record(event)
+            assert event.data_parsed is not unparsed  # writing the record parsed nothing
+            assert orjson.loads(record) == event_record(event, batch)
+            if unparsed:
+                spliced += 1
+                value = event.raw[event.raw.index(b":") + 1 : event.raw.rindex(b"}")].strip()
+                assert record.count(value) == 1
+            else:
+                assert record == orjson.dumps(event_record(event, batch))
             assert encoded.key(event) == event_key(event, batch)
+    assert spliced or profile == "rum"
 
 
 def test_prodlytics_records_have_no_metadata() -> None:
@@ -48,3 +62,38 @@ def test_prodlytics_records_have_no_metadata() -> None:
     batch = Batch([event], profile="prodlytics", metadata=None, path="/api/v2/prodlytics")
     assert BatchRecords(batch).record(event) == orjson.dumps(event_record(event, batch))
     assert b"metadata" not in BatchRecords(batch).record(event)
+
+
+@pytest.mark.parametrize("name", ["intake-v2/events.ndjson", "intake-v2/transactions_spans.ndjson", "intake-v2/logs.ndjson"])
+def test_unparsed_events_give_the_same_partition_key_and_batch_body(name: str) -> None:
+    """The Kafka partition key and the batch body read an unparsed event without
+    parsing it, and say what they say of the parsed event."""
+    for batch in batches(name):
+        unparsed = [event for event in batch if not event.data_parsed]
+        assert unparsed
+        keys = [event_partition_key(event, batch.metadata) for event in batch]
+        body = encode_batch(batch)
+        assert not any(event.data_parsed for event in unparsed)
+        assert keys == [partition_key({"data": e.expanded(), "metadata": batch.metadata}) for e in batch]
+        lines = [orjson.loads(line) for line in body.splitlines()]
+        assert lines == [{"metadata": batch.metadata}] + [{e.kind: e.expanded()} for e in batch]
+
+
+def test_spliced_data_of_repeated_escaped_and_spaced_keys() -> None:
+    """A line whose type key is repeated, escaped or spaced out: the spliced
+    ``data`` is the value the parse keeps (the last), as JSON."""
+    body = b"\n".join([
+        b'{"metadata": {"service": {"name": "s", "agent": {"name": "a", "version": "1"}}}}',
+        b'{"log": {"message": "a"}, "log": {"message": "b"}}',
+        b'{"l\\u006fg": {"message": "c"}}',
+        b' { "log" :\t{"message": "d" }  } ',
+        b"",
+    ])
+    stream = ndintake.IntakeStream()
+    events = stream.feed(body) + stream.close().final_events
+    batch = Batch(events, profile="apm", metadata=stream.metadata, path="/intake/v2/events")
+    assert [e.raw_is_data and not e.data_parsed for e in events] == [True, True, True]
+    records = [BatchRecords(batch).record(event) for event in events]
+    assert [orjson.loads(r)["data"]["message"] for r in records] == ["b", "c", "d"]
+    assert [orjson.loads(r) for r in records] == [event_record(e, batch) for e in events]
+    assert orjson.loads(encode_batch(batch).split(b"\n")[1]) == {"log": {"message": "b"}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .facets import facets
@@ -20,7 +19,6 @@ def set_expansion(expand: Expansion) -> None:
     _expansion = expand
 
 
-@dataclass(slots=True)
 class Event:
     """One accepted event.
 
@@ -31,15 +29,71 @@ class Event:
     item of a JSON array). ``abbreviated`` is true for RUM v3 events (short keys;
     :meth:`expanded` gives the long form); ``parent`` is the RUM v3 transaction
     a span or metricset came inside. Treat events as read-only: they are not
-    frozen only because a frozen dataclass costs five times more to create.
+    frozen only because a frozen class costs five times more to create.
+
+    An event the typed accept check took (see :mod:`ndintake.profiles.apm.typed`) parses
+    ``data`` from ``raw`` when it is first read, then keeps it: a consumer that
+    only forwards ``raw`` never pays for the parse.
     """
 
-    kind: str
-    data: dict[str, Any]
-    raw: bytes
-    line: int
-    abbreviated: bool = False
-    parent: dict[str, Any] | None = None
+    __slots__ = ("kind", "_data", "raw", "line", "abbreviated", "parent", "_parse")
+
+    def __init__(
+        self,
+        kind: str,
+        data: dict[str, Any] | None,
+        raw: bytes,
+        line: int,
+        abbreviated: bool = False,
+        parent: dict[str, Any] | None = None,
+        parse: Callable[[bytes], dict[str, Any]] | None = None,
+    ) -> None:
+        """``data`` None with ``parse``: ``data`` is ``parse(raw)``, parsed on first read."""
+        self.kind = kind
+        self._data = data
+        self.raw = raw
+        self.line = line
+        self.abbreviated = abbreviated
+        self.parent = parent
+        self._parse = parse
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The parsed object inside the type key (parsed from ``raw`` on first read if not given)."""
+        data = self._data
+        if data is None:
+            assert self._parse is not None
+            data = self._data = self._parse(self.raw)
+        return data
+
+    @property
+    def data_parsed(self) -> bool:
+        """Whether ``data`` is in memory (given, or read once)."""
+        return self._data is not None
+
+    @property
+    def raw_is_data(self) -> bool:
+        """True when ``raw`` is ``{"<type>": data}`` and nothing else, checked
+        (events the typed check took): the bytes of the value in ``raw`` then
+        stand for ``data`` without parsing it (what the sinks write)."""
+        return self._parse is not None
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.kind, self.data, self.raw, self.line, self.abbreviated, self.parent)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Event)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(kind={self.kind!r}, data={self.data!r}, raw={self.raw!r}, line={self.line!r}, "
+            f"abbreviated={self.abbreviated!r}, parent={self.parent!r})"
+        )
 
     def expanded(self) -> dict[str, Any]:
         """``data`` in long-key (intake v2) form: RUM v3's abbreviated keys are

@@ -50,6 +50,25 @@ def count_blank(lines: list[bytes], max_size: int) -> int:
     return blank
 
 
+#: From this mean line size on, lines are found with ``bytes.find`` (memchr, in
+#: one Python step per line) rather than ``bytes.split``, which in CPython 3.11
+#: compares byte by byte for a one-byte separator: measured, the find loop took
+#: 0.64x the time on 850-byte lines and 3.9x on 200-byte lines.
+LONG_LINE = 640
+
+
+def _find_lines(piece: bytes, start: int, last: int, lines: list[bytes]) -> None:
+    """``lines.extend(piece[start:last].split(b"\\n"))``, one ``find`` per line."""
+    find, append = piece.find, lines.append
+    while True:
+        end = find(b"\n", start, last)
+        if end < 0:
+            append(piece[start:last])
+            return
+        append(piece[start:end])
+        start = end + 1
+
+
 class LineSplitter:
     """Push decoded pieces in, get complete lines (without ``\\n``) out.
 
@@ -61,13 +80,14 @@ class LineSplitter:
     Only ``\\n`` ends a line: ``\\r`` and U+2028 are left alone.
     """
 
-    __slots__ = ("_max", "_parts", "_size", "_skipping")
+    __slots__ = ("_max", "_parts", "_size", "_skipping", "_long")
 
     def __init__(self, max_size: int) -> None:
         self._max = max_size
         self._parts: list[bytes] = []  # the unfinished line, in pieces
         self._size = 0
         self._skipping = False
+        self._long = False  # the last piece's lines were long: find them with memchr
 
     def split(self, piece: bytes) -> list[bytes]:
         """The lines that ``piece`` completes, in order."""
@@ -88,10 +108,14 @@ class LineSplitter:
                 lines.append(line[: self._max])
                 start = end + 1
             if start <= last:
-                lines.extend(piece[start:last].split(b"\n"))
+                if self._long:
+                    _find_lines(piece, start, last, lines)
+                else:
+                    lines.extend(piece[start:last].split(b"\n"))
             start = last + 1
         if start < len(piece):
             self._hold(piece[start:] if start else piece, lines)
+        self._long = len(piece) >= LONG_LINE * len(lines)
         return lines
 
     def _hold(self, rest: bytes, lines: list[bytes]) -> None:

@@ -355,7 +355,7 @@ class KafkaSink:
                 ("ndintake-route", route),
                 ("ndintake-key", encoded.key(event).encode()),
             ]
-            key = records.partition_key({"data": event.expanded(), "metadata": batch.metadata})
+            key = records.event_partition_key(event, batch.metadata)
             yield encoded.record(event), key, headers
 
     def _failure(self, err: KafkaError) -> Exception:

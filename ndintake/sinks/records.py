@@ -24,12 +24,18 @@ request is recognised by brokers that deduplicate, such as JetStream with
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Callable, Literal
 
 import orjson
 
 from ..core.event import Event
 from .hooks import Batch
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - without msgspec no event has raw_is_data
+    msgspec = None  # type: ignore[assignment]
 
 #: The two record formats a sink URL may ask for (``format=``).
 Format = Literal["event", "batch"]
@@ -74,8 +80,8 @@ class BatchRecords:
         self._digest: Any = None
 
     def record(self, event: Event) -> bytes:
-        """The event's record as compact JSON (no newline)."""
-        data = orjson.dumps(event.expanded())
+        """The event's record as JSON (no newline)."""
+        data = data_json(event)
         return b'{"kind":%b%b%d,"data":%b%b' % (orjson.dumps(event.kind), self._middle, event.line, data, self._tail)
 
     def key(self, event: Event) -> str:
@@ -96,6 +102,27 @@ class BatchRecords:
         return str(digest.hexdigest())
 
 
+def data_json(event: Event) -> bytes:
+    """The event's record ``data`` as JSON: for an event the typed check took,
+    the value's bytes spliced from ``raw`` (no parse; the JSON as the client
+    wrote it, spacing and number spelling included), else ``expanded()`` encoded."""
+    if event.raw_is_data:
+        # the value's bytes, skipped over rather than parsed (the last one if the key is repeated, as parsed)
+        (value,) = _raw_values()(event.raw).values()
+        return bytes(value)
+    return orjson.dumps(event.expanded())
+
+
+def event_partition_key(event: Event, metadata: dict[str, Any] | None) -> bytes | None:
+    """:func:`partition_key` of the event's record, reading from an unparsed
+    event only the two fields it looks at."""
+    if event.raw_is_data and not event.data_parsed:
+        data = _key_fields(event.raw)
+    else:
+        data = event.expanded()
+    return partition_key({"data": data, "metadata": metadata})
+
+
 def encode_event(event: Event, batch: Batch) -> bytes:
     """:func:`event_record` as compact JSON (no newline). For every event of a
     batch, :class:`BatchRecords` does the shared part once."""
@@ -108,7 +135,7 @@ def encode_batch(batch: Batch) -> bytes:
     if batch.metadata is None:
         return orjson.dumps([event.data for event in batch])
     lines = [orjson.dumps({"metadata": batch.metadata})]
-    lines.extend(orjson.dumps({event.kind: event.expanded()}) for event in batch)
+    lines.extend(b'{"%b":%b}' % (event.kind.encode(), data_json(event)) for event in batch)
     lines.append(b"")
     return b"\n".join(lines)
 
@@ -116,6 +143,27 @@ def encode_batch(batch: Batch) -> bytes:
 def event_key(event: Event, batch: Batch) -> str:
     """The event's deduplication key (see :meth:`BatchRecords.key`)."""
     return BatchRecords(batch).key(event)
+
+
+@cache
+def _raw_values() -> Callable[[bytes], dict[str, Any]]:
+    decode: Callable[[bytes], dict[str, Any]] = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+    return decode
+
+
+@cache
+def _key_decoder() -> Callable[[bytes], dict[str, Any]]:
+    keys = msgspec.defstruct("Keys", [("trace_id", Any, msgspec.UNSET), ("service", Any, msgspec.UNSET)])
+    decode: Callable[[bytes], dict[str, Any]] = msgspec.json.Decoder(dict[str, keys]).decode  # type: ignore[valid-type]
+    return decode
+
+
+def _key_fields(raw: bytes) -> dict[str, Any]:
+    """``trace_id`` and ``service`` of a ``{"<type>": {...}}`` line's value, when
+    present, the rest skipped unparsed."""
+    (value,) = _key_decoder()(raw).values()
+    fields = {"trace_id": value.trace_id, "service": value.service}
+    return {name: field for name, field in fields.items() if field is not msgspec.UNSET}
 
 
 def id_in_parent(event: Event) -> int:

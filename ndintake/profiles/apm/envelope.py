@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import compress
+from collections import Counter
+from itertools import compress, repeat
 from operator import not_
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import orjson
 
@@ -16,6 +17,7 @@ from ...core.jsonline import first_key, parse_line, text
 from ...core.lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
 from ...core.schemas import Validator, lines_accept
 from .rumv3 import METADATA, expand
+from .typed import envelope_check
 
 if TYPE_CHECKING:
     from ...core.profile import Profile
@@ -34,6 +36,33 @@ _MAYBE_EVENT = LineStart(rb'[ \t\r\f\v]*\{[^\n"]*"')
 #: _REFUSED_COUNT of them per body), so that a repeated one is counted unparsed.
 _REFUSED_SIZE = 64
 _REFUSED_COUNT = 256
+
+
+def line_value(line: bytes) -> dict[str, Any]:
+    """The value under the only key of a line the typed check accepted (its
+    lazily parsed ``data``): parsed as the slow path parses it, so the same
+    dict (invalid UTF-8 in an unchecked string becomes U+FFFD there too)."""
+    obj: dict[str, Any] = parse_line(line, True, repair=True)
+    value: dict[str, Any] = obj.popitem()[1]
+    return value
+
+
+#: Whether the last event parsed lazily that a consumer could have read had its
+#: ``data`` read: then lines are parsed eagerly (a parse after the typed check
+#: costs more than a parse alone, and outside ``gc_paused``). Shared by all
+#: readers, as a process usually has one kind of consumer; a wrong guess costs
+#: time only, never a different result.
+_reads_data = [False]
+#: The starts of lines the typed check is not tried on: those of keys whose
+#: lines it refused more often than it took, while the slow path accepted them
+#: (an agent that sends fields the schema does not name: the typed check refuses
+#: unknown keys). Shared like ``_reads_data``; forgotten every ``_RELEARN``
+#: batches that skip some, so a change of traffic is seen. Lines of other starts (spacing) are
+#: tried anyway: this only saves time.
+_untyped: list[tuple[bytes, ...]] = [()]
+_RELEARN = 256
+_UNTYPED_MAX = 32
+_batches = [0]
 
 
 class _BadLine(Exception):
@@ -62,7 +91,13 @@ class EnvelopeReader:
             for key, v in profile.events.items()
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
-        self._batching = self._lines_accept is not None
+        # the typed check: for plain events (a special handler or RUM v3 expansion needs the parsed value)
+        whole = profile.special.keys() | profile.abbreviated
+        plain = tuple((key, v) for key, v in profile.events.items() if key not in whole)
+        self._typed = envelope_check(plain)
+        self._kinds = {key: validator.kind for key, validator in plain}
+        self._probe: Event | None = None  # the last event parsed lazily, to see whether data is read
+        self._batching = self._lines_accept is not None or self._typed is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
         self._refused: set[bytes] = set()  # short lines refused past the fifth error
         self._resift = False  # set by _reject at the fifth kept error
@@ -135,29 +170,101 @@ class EnvelopeReader:
         return kept, kept_numbers
 
     def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
-        """The hot path: parse and check every line at once. Takes them all and
-        returns True when each is a valid event alone under a known key; else
-        takes none and returns False."""
+        """The hot path: check every line at once. Takes them all and returns
+        True when each is a valid event alone under a known key; else takes none
+        and returns False. Lines the typed check accepts become events whose
+        ``data`` is parsed when read (while the consumer does not read it; else
+        only the last line of the batch, to notice when it stops); the others
+        are parsed and checked together."""
         if max(map(len, lines)) >= self._max:
             return False
-        try:
-            objs = list(map(_loads, lines))
-        except _JSONDecodeError:
-            return False
-        if not self._lines_accept(objs):  # type: ignore[misc]  # set whenever _batching is
-            return False
+        typed = self._typed
+        # per line: the key the typed check took it under, None if it refused it, "" if not tried
+        keys: list[str | None] | None = None
+        last: str | None = None  # that of the last line only, when parsing eagerly
+        if typed is not None:
+            if self._probe is not None:
+                _reads_data[0] = self._probe.data_parsed
+                self._probe = None
+            if _reads_data[0]:
+                last = typed(lines[-1])
+            elif _untyped[0]:
+                _batches[0] += 1
+                if _batches[0] % _RELEARN == 0:
+                    _untyped[0] = ()  # try every line again
+                skip = _untyped[0]
+                keys = ["" if line.startswith(skip) else typed(line) for line in lines]
+            else:
+                keys = list(map(typed, lines))
+        if keys is None:
+            slow = lines[:-1] if last is not None else lines
+        else:
+            slow = [line for line, key in zip(lines, keys) if not key]
+        objs: list[Any] = []
+        if slow:
+            if self._lines_accept is None:
+                return False
+            try:
+                objs = list(map(_loads, slow))
+            except _JSONDecodeError:
+                return False
+            if not self._lines_accept(objs):
+                return False
+            if keys is not None and None in keys:
+                self._learn(slow, objs, keys)
+        self._take_checked(lines, numbers, repeat(None) if keys is None else keys, objs, last)
+        self._junk = False
+        return True
+
+    def _take_checked(
+        self,
+        lines: list[bytes],
+        numbers: Sequence[int],
+        keys: Iterable[str | None],  # a key, or None or "" for a parsed line
+        objs: list[Any],
+        last: str | None,
+    ) -> None:
+        """The events of a checked batch, in order: for a line with a key (the
+        typed check took it) one parsed when read; else from the next parsed
+        line of ``objs``. ``last``: the key the typed check took the last line
+        under when the others were parsed eagerly (the probe)."""
         context = self._context
         out = context.out
+        kinds = self._kinds
         table = self._table
-        for obj, line, line_no in zip(objs, lines, numbers):
-            key, value = obj.popitem()  # its only key
+        parsed = iter(objs)
+        for key, line, line_no in zip(keys, lines[:-1] if last is not None else lines, numbers):
+            if key:
+                self._probe = Event(kinds[key], None, line, line_no, False, None, line_value)
+                out.append(self._probe)
+                continue
+            key, value = next(parsed).popitem()  # its only key
             kind, _, special, abbreviated = table[key]
             if special is None:
                 out.append(Event(kind, value, line, line_no, abbreviated))
             else:
                 context.dropped += special(value, line, line_no, out)
-        self._junk = False
-        return True
+        if last is not None:
+            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, line_value)
+            out.append(self._probe)
+
+    def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
+        """Skip the typed check for the keys it refused more often than it took
+        in this batch of valid lines (those it never takes, such as metricsets,
+        included: a refusal costs more than a success): the starts of their
+        lines, up to the key's closing quote, join ``_untyped`` (at most
+        ``_UNTYPED_MAX`` of them)."""
+        tried = [(line, obj) for line, obj, key in zip(slow, objs, (k for k in keys if not k)) if key is None]
+        refused = Counter(next(iter(obj)) for _, obj in tried)  # each has one key
+        taken = Counter(keys)
+        mostly = {key for key, count in refused.items() if count > taken[key]}
+        if not mostly:
+            return
+        known = set(_untyped[0])
+        for line, obj in tried:
+            if next(iter(obj)) in mostly and len(known) < _UNTYPED_MAX:
+                known.add(line[: line.find(b'"', line.find(b'"') + 1) + 1])
+        _untyped[0] = tuple(known)
 
     def _take_each(self, lines: list[bytes], numbers: Sequence[int]) -> int:
         """Line by line: the path of pieces with a blank, oversized, broken or
@@ -208,7 +315,7 @@ class EnvelopeReader:
                         break
         finally:
             self._junk = not clean
-            self._batching = clean and self._lines_accept is not None
+            self._batching = clean and (self._lines_accept is not None or self._typed is not None)
         return taken
 
     def _take_metadata(self, line: bytes) -> None:

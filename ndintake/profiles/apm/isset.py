@@ -36,12 +36,14 @@ def _copy(schema: Any) -> Any:
 #: of the schemas would break) unrolls it, and deeper causes are checked as
 #: plain objects.
 CAUSE_DEPTH = 3
+#: The (exception, cause list) keys whose causes are validated as exceptions.
+CAUSES = (("exception", "cause"), ("ex", "ca"))
 
 
 def rewrite(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema with upstream's "validated only when set" rules (a copy)."""
     schema = _copy(schema)
-    for key, cause in (("exception", "cause"), ("ex", "ca")):
+    for key, cause in CAUSES:
         exception = schema.get("properties", {}).get(key)
         if isinstance(exception, dict) and cause in exception.get("properties", {}):
             _unroll_causes(exception, cause)
