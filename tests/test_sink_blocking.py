@@ -109,7 +109,9 @@ def test_close_drains_then_stops_the_thread(own_redis):
             assert not any(p.done() for p in pending)
             threading.Timer(0.5, own_redis.cont).start()
             sink.close()  # waits for the three batches
-            assert [p.result(0) for p in pending] == [None] * 3
+            # delivered before close returned; the pool's threads may take a moment to wake
+            # (had close not waited, the stopped loop would never finish them)
+            assert [p.result(5) for p in pending] == [None] * 3
     finally:
         own_redis.cont()
     assert len(sink_threads()) == before
