@@ -112,8 +112,9 @@ def batched(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On by default with jsonschema-rs; off with fastjsonschema (it would only
-    compile the schemas twice)."""
+    """On by default with jsonschema-rs. fastjsonschema has no batch check (it would
+    only compile the schemas twice): a piece is then taken whole only when the typed
+    check takes every line, which this body's metricset never is."""
     taken = []
     original = EnvelopeReader._take_batch
     monkeypatch.setattr(EnvelopeReader, "_take_batch", lambda self, lines, numbers: taken.append(original(self, lines, numbers)) or taken[-1])
@@ -122,7 +123,7 @@ def test_the_batch_path_is_taken_for_valid_pieces(monkeypatch: pytest.MonkeyPatc
     if ndintake.backend() == "jsonschema-rs":
         assert taken and all(taken)
     else:
-        assert taken == []
+        assert not any(taken)
 
 
 def test_the_forced_batch_path_is_taken(batched) -> None:
