@@ -92,7 +92,9 @@ def test_spliced_data_of_repeated_escaped_and_spaced_keys() -> None:
     stream = ndintake.IntakeStream()
     events = stream.feed(body) + stream.close().final_events
     batch = Batch(events, profile="apm", metadata=stream.metadata, path="/intake/v2/events")
-    assert [e.raw_is_data and not e.data_parsed for e in events] == [True, True, True]
+    # msgspec's typed check takes all three unparsed; the byte scanner leaves a repeated
+    # or escaped key to the slow path (parsed), which must splice the same records
+    assert events[2].raw_is_data and not events[2].data_parsed
     records = [BatchRecords(batch).record(event) for event in events]
     assert [orjson.loads(r)["data"]["message"] for r in records] == ["b", "c", "d"]
     assert [orjson.loads(r) for r in records] == [event_record(e, batch) for e in events]

@@ -1,7 +1,8 @@
-"""The typed accept check (msgspec) and lazily parsed ``Event.data``: never looser
+"""The one-pass accept checks (the compiled byte scanner, and msgspec's typed
+check where it is not built) and lazily parsed ``Event.data``: never looser
 than the schema, and the same status, counts, messages and ``data`` as the
 path that parses every line, on every backend, whether the consumer reads
-``data`` or not."""
+``data`` or not. Every test runs with each check."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ndintake
+from ndintake.core import bytecheck
 from ndintake.core import schemas as _schemas
 from ndintake.profiles.apm import typed as _typed
 from ndintake.profiles.apm import envelope as _envelope
@@ -25,22 +27,37 @@ from test_backends import CORPUS, SAMPLES, mutate, _paths
 
 WHOLE = APM.special.keys() | APM.abbreviated
 PLAIN = tuple((key, v) for key, v in APM.events.items() if key not in WHOLE)
-CHECK = _typed.envelope_check(PLAIN)
 META = metadata_line()
+#: The checks, as the reader gets them: the scanner (with msgspec's check behind it) and msgspec's alone.
+CHECKS = {"scanner": _typed.envelope_check, "msgspec": _typed.typed_check}
+#: Hypothesis with the per-test ``check`` fixture (it is the same for every example).
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 
 
-def test_every_plain_event_kind_translates() -> None:
-    assert CHECK is not None
+@pytest.fixture(params=sorted(CHECKS), autouse=True)
+def check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The check under test, also the one every reader gets."""
+    if request.param == "scanner":
+        assert bytecheck.available(), "the C extension ndintake.core._bytecheck is not built"
+    monkeypatch.setattr(_envelope, "envelope_check", CHECKS[request.param])
+    made = CHECKS[request.param](PLAIN)
+    assert made is not None
+    assert bytecheck.is_scanner(made) == (request.param == "scanner")
+    monkeypatch.setattr(_envelope, "_untyped", [()])
+    monkeypatch.setattr(_envelope, "_reads_data", [False])
+    return made
+
+
+def test_every_plain_event_kind_translates(check: Any) -> None:
     lines = {key: orjson.dumps({key: value}) for key, value in CORPUS if key in dict(PLAIN)}
-    assert {key: CHECK(line) for key, line in lines.items()} == {key: key for key in dict(PLAIN)}
+    assert {key: check(line) for key, line in lines.items()} == {key: key for key in dict(PLAIN)}
 
 
-def test_most_of_the_corpus_is_typed() -> None:
+def test_most_of_the_corpus_is_typed(check: Any) -> None:
     """The point of the check: the realistic corpus's plain events pass it (a
     few errors with exception causes go the slow path)."""
-    assert CHECK is not None
     plain = [line for line in realistic_corpus().splitlines()[1:] if next(iter(orjson.loads(line))) in dict(PLAIN)]
-    taken = sum(CHECK(line) is not None for line in plain)
+    taken = sum(check(line) is not None for line in plain)
     assert taken >= 0.95 * len(plain)
 
 
@@ -49,12 +66,11 @@ def _line(key: str, value: Any) -> bytes:
     return json.dumps({key: value}, ensure_ascii=False).encode()
 
 
-def _never_looser(key: str, value: Any) -> None:
-    assert CHECK is not None
+def _never_looser(check: Any, key: str, value: Any) -> None:
     line = _line(key, value)
-    if CHECK(line) is not None:
+    if check(line) is not None:
         validator = dict(PLAIN)[key]
-        assert CHECK(line) == key
+        assert check(line) == key
         assert type(value) is dict
         assert validator.accept("jsonschema-rs")(value), (key, value)
         assert validator.accept("fastjsonschema")(value), (key, value)
@@ -62,10 +78,10 @@ def _never_looser(key: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize("index", range(len(SAMPLES)))
-def test_never_looser_on_reference_data(index: int) -> None:
+def test_never_looser_on_reference_data(index: int, check: Any) -> None:
     key, value = SAMPLES[index]
     if key in dict(PLAIN):
-        _never_looser(key, value)
+        _never_looser(check, key, value)
 
 
 REPLACEMENTS = st.sampled_from(
@@ -75,9 +91,9 @@ REPLACEMENTS = st.sampled_from(
 PLAIN_SAMPLES = [(key, value) for key, value in SAMPLES + CORPUS if key in dict(PLAIN)]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1500, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(st.sampled_from(PLAIN_SAMPLES), st.lists(st.tuples(st.integers(min_value=0), REPLACEMENTS), max_size=3))
-def test_never_looser_on_mutated_events(sample: tuple[str, Any], changes: list[tuple[int, Any]]) -> None:
+def test_never_looser_on_mutated_events(check: Any, sample: tuple[str, Any], changes: list[tuple[int, Any]]) -> None:
     """Up to three fields of a real or benchmark event replaced or dropped: when
     the typed check accepts, both backends accept."""
     key, value = sample
@@ -86,7 +102,7 @@ def test_never_looser_on_mutated_events(sample: tuple[str, Any], changes: list[t
         paths = [p for p in _paths(value) if p]
         if paths:
             mutate(value, paths[where % len(paths)], copy.deepcopy(replacement))
-    _never_looser(key, value)
+    _never_looser(check, key, value)
 
 
 #: Values of a map of anything (``context.custom``) that msgspec would skip
@@ -117,22 +133,25 @@ CUSTOM_ODDITIES = [
         *CUSTOM_ODDITIES,
     ],
 )
-def test_refuses_what_it_cannot_vouch_for(line: bytes) -> None:
+def test_refuses_what_it_cannot_vouch_for(line: bytes, check: Any) -> None:
     """Bytes orjson refuses or reads differently, lines with other keys, rules
     only the slow path words: the typed check refuses them all."""
-    assert CHECK is not None
-    assert CHECK(line) is None
+    assert check(line) is None
 
 
 def test_without_msgspec_there_is_no_typed_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without msgspec and without the compiled scanner, every line takes the slow path."""
     monkeypatch.setattr(_typed, "msgspec", None)
+    monkeypatch.setattr(_typed, "envelope_checker", lambda schemas: None)
     _typed.envelope_check.cache_clear()
+    _typed.typed_check.cache_clear()
     try:
         assert _typed.envelope_check(PLAIN) is None
         result = ndintake.validate(realistic_corpus(50_000))
         assert (result.status, result.accepted) == (202, realistic_corpus(50_000).count(b"\n") - 1)
     finally:
         _typed.envelope_check.cache_clear()
+        _typed.typed_check.cache_clear()
 
 
 # -- the stream: the same result with and without the typed check ------------------------------
@@ -202,13 +221,14 @@ def test_same_result_with_the_typed_check(name: str, read: str, backend: str) ->
     assert _run(body, typed=True, read=read) == _run(body, typed=False, read="none")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(
     st.lists(st.tuples(st.sampled_from(PLAIN_SAMPLES), st.integers(min_value=0), REPLACEMENTS), min_size=1, max_size=12),
     st.sampled_from(["none", "all"]),
     st.integers(min_value=64, max_value=4096),
 )
-def test_same_result_on_mutated_bodies(events: list[tuple[tuple[str, Any], int, Any]], read: str, chunk: int) -> None:
+def test_same_result_on_mutated_bodies(check: Any, events: list[tuple[tuple[str, Any], int, Any]], read: str,
+                                       chunk: int) -> None:
     lines = [META]
     for (key, value), where, replacement in events:
         value = copy.deepcopy(value)
@@ -233,7 +253,7 @@ def _feed_all(stream: ndintake.IntakeStream, body: bytes, read: bool) -> list[nd
     return out
 
 
-def test_data_is_parsed_only_when_read() -> None:
+def test_data_is_parsed_only_when_read(check: Any) -> None:
     _envelope._reads_data[0] = False
     events = ndintake.IntakeStream().feed(realistic_corpus(60_000))
     lazy = [event for event in events if not event.data_parsed]
@@ -242,8 +262,14 @@ def test_data_is_parsed_only_when_read() -> None:
     assert lazy[0].data_parsed
 
 
-def test_a_consumer_that_reads_data_gets_it_parsed_eagerly() -> None:
-    _envelope._reads_data[0] = False
+def test_a_consumer_that_reads_data_gets_it_parsed_eagerly(check: Any) -> None:
+    """After msgspec's check (a parse after it costs more than parsing and
+    checking together); after the scanner, lines stay unparsed until read."""
+    if bytecheck.is_scanner(check):
+        events = _feed_all(ndintake.IntakeStream(), realistic_corpus(), read=True)
+        assert sum(not event.data_parsed for event in ndintake.IntakeStream().feed(realistic_corpus(60_000))) > 10
+        assert all(event.data_parsed for event in events)
+        return
     body = realistic_corpus()
     events = _feed_all(ndintake.IntakeStream(), body, read=True)
     assert _envelope._reads_data[0]
@@ -265,20 +291,26 @@ def test_event_constructed_with_data_keeps_it() -> None:
     assert "data={'id': 'x'}" in repr(event)
 
 
-def test_keys_the_typed_check_mostly_refuses_are_not_tried() -> None:
+def test_keys_the_typed_check_mostly_refuses_are_not_tried(check: Any) -> None:
     """heavy.ndjson's spans and transactions carry fields the schema does not
-    name: once a batch shows it, their lines skip the typed check; its errors
-    are still taken by it."""
+    name: msgspec's check refuses them, so once a batch shows it, their lines
+    skip that check; its errors are still taken by it. The scanner takes them
+    all (metricsets are parsed at once, for their special handler)."""
     assert _envelope._untyped[0] == ()
     body = load("intake-v2/heavy.ndjson")
     events = ndintake.IntakeStream().feed(body)
-    assert set(_envelope._untyped[0]) == {b'{ "span"', b'{ "transaction"', b'{ "metricset"'}
+    if bytecheck.is_scanner(check):
+        assert _envelope._untyped[0] == ()
+        assert {event.kind for event in events if not event.data_parsed} == {"error", "span", "transaction"}
+        assert all(event.data_parsed for event in events if event.kind == "metricset")
+        return
+    assert set(_envelope._untyped[0]) == {b'{ "span"', b'{ "transaction"'}  # metricsets it takes
     assert {event.kind for event in events if not event.data_parsed} == {"error"}
     again = ndintake.IntakeStream().feed(body)
     assert [(e.kind, e.raw, e.data) for e in again] == [(e.kind, e.raw, e.data) for e in events]
 
 
-def test_skipped_line_starts_are_tried_again_in_time() -> None:
+def test_skipped_line_starts_are_tried_again_in_time(check: Any) -> None:
     """A skipped start is forgotten after ``_RELEARN`` batches that skip: traffic
     that has changed is taken by the typed check again."""
     _envelope._untyped[0] = (b'{"span"',)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import orjson
 
+from ...core.bytecheck import is_scanner
 from ...core.context import ReaderContext
 from ...core.errors import DecodeError, EventError, Fatal
 from ...core.event import Event
@@ -48,8 +49,9 @@ def line_value(line: bytes) -> dict[str, Any]:
 
 
 #: Whether the last event parsed lazily that a consumer could have read had its
-#: ``data`` read: then lines are parsed eagerly (a parse after the typed check
-#: costs more than a parse alone, and outside ``gc_paused``). Shared by all
+#: ``data`` read: then lines are parsed eagerly (after msgspec's typed check, a
+#: parse costs more than a parse alone, and outside ``gc_paused``; not after the
+#: byte scanner, which costs far less). Shared by all
 #: readers, as a process usually has one kind of consumer; a wrong guess costs
 #: time only, never a different result.
 _reads_data = [False]
@@ -91,11 +93,14 @@ class EnvelopeReader:
             for key, v in profile.events.items()
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
-        # the typed check: for plain events (a special handler or RUM v3 expansion needs the parsed value)
-        whole = profile.special.keys() | profile.abbreviated
-        plain = tuple((key, v) for key, v in profile.events.items() if key not in whole)
-        self._typed = envelope_check(plain)
-        self._kinds = {key: validator.kind for key, validator in plain}
+        # the typed check: for v2 events (RUM v3 expansion needs the parsed value); a line under a
+        # key with a special handler is parsed at once for it, the others when their data is read
+        checked = tuple((key, v) for key, v in profile.events.items() if key not in profile.abbreviated)
+        self._typed = envelope_check(checked)
+        # after the byte scanner, a parse when data is read costs less than parsing and checking
+        # every line: then lines are never parsed eagerly
+        self._scanner = is_scanner(self._typed)
+        self._kinds = {key: validator.kind for key, validator in checked if key not in profile.special}
         self._probe: Event | None = None  # the last event parsed lazily, to see whether data is read
         self._batching = self._lines_accept is not None or self._typed is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
@@ -186,8 +191,10 @@ class EnvelopeReader:
             if self._probe is not None:
                 _reads_data[0] = self._probe.data_parsed
                 self._probe = None
-            if _reads_data[0]:
+            if _reads_data[0] and not self._scanner:
                 last = typed(lines[-1])
+                if last not in self._kinds:  # refused, or a line for a special handler: parsed with the rest
+                    last = None
             elif _untyped[0]:
                 _batches[0] += 1
                 if _batches[0] % _RELEARN == 0:
@@ -235,8 +242,12 @@ class EnvelopeReader:
         parsed = iter(objs)
         for key, line, line_no in zip(keys, lines[:-1] if last is not None else lines, numbers):
             if key:
-                self._probe = Event(kinds[key], None, line, line_no, False, None, line_value)
-                out.append(self._probe)
+                kind = kinds.get(key)
+                if kind is not None:
+                    self._probe = Event(kind, None, line, line_no, False, None, line_value)
+                    out.append(self._probe)
+                else:  # checked, for a special handler: parsed now
+                    context.dropped += self._profile.special[key](line_value(line), line, line_no, out)
                 continue
             key, value = next(parsed).popitem()  # its only key
             kind, _, special, abbreviated = table[key]

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 import orjson
 
 from .isset import CAUSES
+from ...core.bytecheck import envelope_checker
 from ...core.schemas import Validator, raw_schema
 
 try:
@@ -81,6 +82,8 @@ class _Translator:
         known = {"type", "properties", "required", "additionalProperties", "patternProperties", "items", "anyOf",
                  "allOf", "enum", "maxLength", "minLength", "pattern", "minimum", "maximum", "minItems",
                  "maxItems", "minProperties", "maxProperties"}
+        if not isinstance(schema, dict):  # false: nothing is valid (a refused cause list)
+            raise _Untranslatable("a false schema")
         if set(schema) - known - _WORDS:
             raise _Untranslatable(str(set(schema) - known - _WORDS))
         types = _types(schema)
@@ -326,16 +329,14 @@ def _post_init(
     return function, ensured
 
 
-def _without_causes(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with an exception's ``cause`` list left out, so refused when
-    present: ``isset`` validates each cause as an exception (stricter than the
-    file says), which is not translated."""
+def _causes_refused(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with an exception's ``cause`` list refused when present (``false``):
+    ``isset`` validates each cause as an exception, which is not translated."""
     properties = dict(schema.get("properties", {}))
     for key, cause in CAUSES:
         exception = properties.get(key)
         if isinstance(exception, dict) and cause in exception.get("properties", {}):
-            inner = {k: v for k, v in exception["properties"].items() if k != cause}
-            properties[key] = {**exception, "properties": inner}
+            properties[key] = {**exception, "properties": {**exception["properties"], cause: False}}
     return {**schema, "properties": properties}
 
 
@@ -345,18 +346,30 @@ Check = Callable[[bytes], "str | None"]
 
 @cache
 def envelope_check(validators: tuple[tuple[str, Validator], ...]) -> Check | None:
-    """The typed check of APM envelope lines ``{"<key>": {...}}`` for the keys of
-    ``validators`` (``(key, validator)`` pairs) that translate (the others are
-    always refused): it accepts a line with exactly one of those keys whose
-    object that key's validator would accept. Compiled once per set of
-    validators; None without msgspec or when no key translates."""
+    """The one-pass accept check of APM envelope lines ``{"<key>": {...}}`` for
+    the keys of ``validators`` (``(key, validator)`` pairs) that translate (the
+    others are always refused): it accepts a line with exactly one of those
+    keys whose object that key's validator would accept. The compiled byte
+    scanner (:mod:`ndintake.core.bytecheck`) when it is built, else
+    :func:`typed_check`. Compiled once per set of validators; None without
+    either or when no key translates."""
+    scanner = envelope_checker(
+        tuple((key, _causes_refused(raw_schema(validator.schema_name))) for key, validator in validators)
+    )
+    return scanner if scanner is not None else typed_check(validators)
+
+
+@cache
+def typed_check(validators: tuple[tuple[str, Validator], ...]) -> Check | None:
+    """:func:`envelope_check` with msgspec types (stricter than the scanner: it
+    refuses unknown keys). None without msgspec or when no key translates."""
     if msgspec is None:
         return None
     fields: list[tuple[str, Any, Any]] = []
     rename: dict[str, str] = {}
     for index, (key, validator) in enumerate(validators):
         try:
-            schema = _without_causes(raw_schema(validator.schema_name))
+            schema = _causes_refused(raw_schema(validator.schema_name))
             kind = _Translator(f"{key}_{index}").value(schema, set_required=True)
         except _Untranslatable:
             continue
@@ -389,4 +402,4 @@ def envelope_check(validators: tuple[tuple[str, Validator], ...]) -> Check | Non
     return check
 
 
-__all__ = ["Check", "envelope_check"]
+__all__ = ["Check", "envelope_check", "typed_check"]
