@@ -1,0 +1,186 @@
+"""The compiled byte scanner (``ndintake.core.bytecheck``): built, never looser than
+the path that parses every line, robust to any bytes, and as strict as it says."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ndintake
+from ndintake.core import bytecheck
+from ndintake.profiles.apm import envelope as _envelope
+from ndintake.profiles.apm import typed as _typed
+from ndintake.profiles.base import APM
+from conftest import load, metadata_line, realistic_corpus, v2_files
+
+CHECKED = tuple((key, v) for key, v in APM.events.items() if key not in APM.abbreviated)
+META = metadata_line()
+SPAN = b'{"span": {"id": "a", "trace_id": "b", "parent_id": "c", "name": "n", "type": "t", "duration": 1.5, "start": 1%b}}'
+
+
+@pytest.fixture(scope="module")
+def scanner() -> Any:
+    assert bytecheck.available(), "the C extension ndintake.core._bytecheck is not built"
+    check = _typed.envelope_check(CHECKED)
+    assert bytecheck.is_scanner(check)
+    return check
+
+
+def _slow(line: bytes) -> tuple[int, int, int]:
+    """(accepted, invalid, dropped) of ``line`` after the metadata, every line parsed and checked."""
+    saved = _envelope.envelope_check
+    _envelope.envelope_check = lambda checked: None  # type: ignore[assignment]
+    try:
+        result = ndintake.validate(META + b"\n" + line + b"\n")
+    finally:
+        _envelope.envelope_check = saved
+    return result.accepted, result.invalid, result.dropped
+
+
+def _never_looser(scanner: Any, line: bytes) -> None:
+    key = scanner(line)
+    if key is not None:
+        assert _slow(line) in ((1, 0, 0), (0, 0, 1)), line  # a metricset may be dropped, never refused
+        assert next(iter(orjson.loads(line))) == key
+
+
+def _lines() -> Iterator[bytes]:
+    yield from realistic_corpus(200_000).splitlines()[1:]
+    for name in v2_files():
+        yield from (line for line in load(name).splitlines()[1:] if line.strip())
+
+
+LINES = list(dict.fromkeys(_lines()))
+
+
+def _event(line: bytes) -> tuple[str, dict[str, Any]] | None:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is dict and len(obj) == 1 and type(next(iter(obj.values()))) is dict:
+        return next(iter(obj.items()))
+    return None
+
+
+EVENTS = [event for event in map(_event, LINES) if event is not None]
+
+
+def test_the_reference_lines_are_taken_where_the_slow_path_takes_them(scanner: Any) -> None:
+    taken = 0
+    for line in LINES:
+        _never_looser(scanner, line)
+        taken += scanner(line) is not None
+    assert taken >= 0.9 * len(LINES)
+
+
+def test_heavy_is_taken_whole(scanner: Any) -> None:
+    """Fields the schema does not name are allowed, as the schema allows them."""
+    lines = load("intake-v2/heavy.ndjson").splitlines()[1:]
+    assert all(scanner(line) for line in lines if line.strip())
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(LINES), st.lists(st.tuples(st.integers(min_value=0), st.sampled_from(["insert", "delete", "replace"]),
+                                                   st.binary(min_size=1, max_size=3)), min_size=1, max_size=3))
+def test_never_looser_on_mutated_bytes(line: bytes, edits: list[tuple[int, str, bytes]]) -> None:
+    """Bytes inserted, deleted or replaced anywhere in a real line: the scanner
+    never crashes, and what it takes the slow path takes."""
+    check = _typed.envelope_check(CHECKED)
+    data = bytearray(line)
+    for where, how, blob in edits:
+        at = where % (len(data) + 1)
+        if how == "insert":
+            data[at:at] = blob
+        elif how == "delete":
+            del data[at : at + len(blob)]
+        else:
+            data[at : at + len(blob)] = blob
+    _never_looser(check, bytes(data).replace(b"\n", b" "))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(EVENTS), st.text(max_size=6), JSON)
+def test_never_looser_with_any_value_under_any_key(kind_event: tuple[str, Any], key: str, value: Any) -> None:
+    """Any JSON value set at a line's top level or inside its event object."""
+    check = _typed.envelope_check(CHECKED)
+    kind, event = kind_event[0], dict(kind_event[1])
+    event[key] = value
+    _never_looser(check, json.dumps({kind: event}).encode())
+    _never_looser(check, json.dumps({kind: event, key: value}).encode())
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        SPAN % b', "name": "m"',  # a repeated key
+        SPAN.replace(b'"name"', b'"n\\u0061me"') % b"",  # an escaped key
+        SPAN.replace(b'"span"', b'"sp\\u0061n"') % b"",
+        SPAN % b', "x": ' + b"[" * 70 + b"]" * 70,  # deeper than the scanner goes
+        SPAN % b', "x": 1234567890123456789',  # 19 digits
+        SPAN % b', "x": 1e400',
+        SPAN % b', "x": "\\ud800"',
+        SPAN % b', "x": "\\udc00\\ud800"',
+        SPAN % b', "x": "\xed\xa0\x80"',  # a surrogate in UTF-8
+        SPAN % b', "x": "\xc0\xaf"',  # an overlong
+        SPAN % b', "x": "\x01"',
+        SPAN % b', "x": 01',
+        SPAN % b', "x": -',
+        SPAN % b', "x": 1.',
+        SPAN % b', "x": tru',
+        SPAN % b"," ,
+        SPAN % b"" + b",",
+        b"\xef\xbb\xbf" + SPAN % b"",  # a BOM
+        SPAN.replace(b'"duration": 1.5', b'"duration": null') % b"",  # null for a required field
+        SPAN.replace(b'"start": 1', b'"start": 1, "sync": "yes"') % b"",
+        b'{"span": null}',
+        b'{"span": {}}',
+        b"{}",
+        b"[]",
+        b"",
+    ],
+)
+def test_refuses_what_it_does_not_vouch_for(scanner: Any, line: bytes) -> None:
+    assert scanner(line) is None
+
+
+def test_takes_what_the_schema_allows(scanner: Any) -> None:
+    assert scanner(SPAN % b"") == "span"
+    assert scanner(b" \t" + SPAN % b', "x": {"y": [1, 2.5e3, "\\u00e9\\ud83d\\ude00", null, true]}' + b" \r") == "span"
+    assert scanner(SPAN % b', "name": "\xc3\xa9\xf0\x9f\x98\x80"') is None  # name twice
+    assert scanner(SPAN.replace(b'"name": "n"', b'"name": "\xc3\xa9\xf0\x9f\x98\x80"') % b"") == "span"
+
+
+def test_counts_code_points_as_the_schema_does(scanner: Any) -> None:
+    """maxLength counts code points, an escape or a surrogate pair as one."""
+    for text, taken in ((b"\xc3\xa9" * 1024, True), (b"\xc3\xa9" * 1025, False), (b"\\ud83d\\ude00" * 1024, True),
+                        (b"\\n" * 1025, False)):
+        line = SPAN.replace(b'"name": "n"', b'"name": "' + text + b'"') % b""
+        assert (scanner(line) is not None) == taken
+        assert _slow(line)[0] == taken
+
+
+def test_bad_programs_are_refused() -> None:
+    from ndintake.core import _bytecheck
+
+    with pytest.raises(ValueError):
+        _bytecheck.Checker(((0, 0, -1, None, None, None, None, 0, 0, 5, 0, -1, (), (), False, -1, None, -1, 0, -1),),
+                           ())
+    with pytest.raises(TypeError):
+        _bytecheck.Checker("nodes", ())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _typed.envelope_check(CHECKED)("a str")  # type: ignore[arg-type]
