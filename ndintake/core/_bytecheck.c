@@ -71,6 +71,8 @@ typedef struct {
     /* structs */
     int nprops;
     Prop *props;
+    short *slots; /* open addressing over the props: a prop's index, or -1 */
+    unsigned mask;
     int nrules;
     Rule *rules;
     int must_be_set;
@@ -100,8 +102,27 @@ typedef struct {
 
 /* -- scanning -------------------------------------------------------------- */
 
+/* JSON whitespace; PLAIN: bytes that stand for themselves in a string (printable
+ * ASCII but the quote and the backslash). A bytes object ends with a NUL, in
+ * neither table, so loops over them stop at its end without a bounds check. */
+static unsigned char WS[256], PLAIN[256];
+
+static void init_tables(void) {
+    WS[' '] = WS['\t'] = WS['\r'] = WS['\n'] = 1;
+    for (int ch = 0x20; ch < 0x80; ch++) PLAIN[ch] = ch != '"' && ch != '\\';
+}
+
 static inline void ws(Scan *s) {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n')) s->p++;
+    while (WS[*s->p]) s->p++;
+}
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Nonzero when one of 8 bytes is not PLAIN: below 0x20, a quote, a backslash, or non-ASCII. */
+static inline uint64_t special8(uint64_t v) {
+    uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
+    return ((v - ONES * 0x20) | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | v) & HIGHS;
 }
 
 static inline int hexval(unsigned char ch) {
@@ -118,13 +139,6 @@ static int hex4(const unsigned char *p, const unsigned char *end) {
     return (a << 12) | (b << 8) | (c << 4) | d;
 }
 
-/* Bytes that stand for themselves in a JSON string: printable ASCII but the quote and the backslash. */
-static unsigned char PLAIN[256];
-
-static void init_plain(void) {
-    for (int ch = 0x20; ch < 0x80; ch++) PLAIN[ch] = ch != '"' && ch != '\\';
-}
-
 /* A string, s->p just after its opening quote: valid UTF-8, valid escapes, no
  * control characters. Sets its raw bytes (between the quotes), its length in
  * code points, and whether it has escapes; s->p ends after the closing quote.
@@ -137,7 +151,19 @@ static int scan_string(Scan *s, const unsigned char **start, Py_ssize_t *len, Py
     for (;;) {
         /* the common case: printable ASCII (the bytes object's trailing NUL stops the loop at its end) */
         const unsigned char *run = p;
-        while (PLAIN[*p]) p++;
+        for (;;) { /* 8 bytes at a time: the first special one is the lowest flagged */
+            uint64_t word, flags;
+            if (end - p < 8) {
+                while (PLAIN[*p]) p++;
+                break;
+            }
+            memcpy(&word, p, 8);
+            if ((flags = special8(word)) != 0) {
+                p += __builtin_ctzll(flags) >> 3;
+                break;
+            }
+            p += 8;
+        }
         n += p - run;
         if (p >= end) return -1;
         unsigned char ch = *p;
@@ -297,16 +323,35 @@ static int in_enum(Scan *s, PyObject *values, const unsigned char *start, Py_ssi
 
 static int value(Scan *s, int index, int *cls);
 
-static const Prop *find_prop(const Node *node, const unsigned char *key, Py_ssize_t len, int *hint) {
-    int n = node->nprops;
-    for (int i = 0, at = *hint; i < n; i++, at = at + 1 == n ? 0 : at + 1) {
-        const Prop *prop = &node->props[at];
-        if (prop->len == len && memcmp(prop->key, key, len) == 0) {
-            *hint = at + 1 == n ? 0 : at + 1; /* keys usually come in the same order */
-            return prop;
-        }
+static inline unsigned key_hash(const unsigned char *key, Py_ssize_t len) {
+    if (len == 0) return 0;
+    return (unsigned)len * 0x9E37u + key[0] * 31u + key[len - 1] * 7u + key[len / 2];
+}
+
+static const Prop *find_prop(const Node *node, const unsigned char *key, Py_ssize_t len) {
+    for (unsigned at = key_hash(key, len) & node->mask;; at = (at + 1) & node->mask) {
+        int index = node->slots[at];
+        if (index < 0) return NULL;
+        const Prop *prop = &node->props[index];
+        if (prop->len == len && memcmp(prop->key, key, (size_t)len) == 0) return prop;
     }
-    return NULL;
+}
+
+/* The props' hash slots: at least twice as many as props, so lookups stop at a free one. */
+static int hash_props(Node *node) {
+    unsigned size = 4;
+    while (size < 2u * (unsigned)node->nprops) size *= 2;
+    node->slots = PyMem_Malloc(size * sizeof(short));
+    if (node->slots == NULL) return -1;
+    memset(node->slots, 0xff, size * sizeof(short));
+    node->mask = size - 1;
+    for (int i = 0; i < node->nprops; i++) {
+        const Prop *prop = &node->props[i];
+        unsigned at = key_hash((const unsigned char *)prop->key, prop->len) & node->mask;
+        while (node->slots[at] >= 0) at = (at + 1) & node->mask;
+        node->slots[at] = (short)i;
+    }
+    return 0;
 }
 
 static int branch_holds(const Branch *b, const unsigned char *classes) {
@@ -325,7 +370,6 @@ static int branch_holds(const Branch *b, const unsigned char *classes) {
 static int object_struct(Scan *s, const Node *node, int *cls) {
     unsigned char classes[MAX_PROPS];
     memset(classes, C_ABSENT, (size_t)node->nprops);
-    int hint = 0;
     ws(s);
     if (s->p < s->end && *s->p == '}') {
         s->p++;
@@ -341,7 +385,7 @@ static int object_struct(Scan *s, const Node *node, int *cls) {
             if (s->p >= s->end || *s->p != ':') return -1;
             s->p++;
             ws(s);
-            const Prop *prop = find_prop(node, key, len, &hint);
+            const Prop *prop = find_prop(node, key, len);
             if (prop != NULL) {
                 int at = (int)(prop - node->props);
                 if (classes[at] != C_ABSENT) return -1; /* a duplicate key */
@@ -542,6 +586,7 @@ static void free_nodes(Checker *self) {
         for (int i = 0; i < self->nnodes; i++) {
             Node *node = &self->nodes[i];
             PyMem_Free(node->props);
+            PyMem_Free(node->slots);
             if (node->rules != NULL) {
                 for (int r = 0; r < node->nrules; r++) PyMem_Free(node->rules[r].branches);
                 PyMem_Free(node->rules);
@@ -656,7 +701,7 @@ static int read_node(PyObject *spec, Node *node, int nnodes) {
         PyErr_SetString(PyExc_ValueError, "node index out of range");
         return -1;
     }
-    if (read_props(props, &node->props, &node->nprops, nnodes) < 0) return -1;
+    if (read_props(props, &node->props, &node->nprops, nnodes) < 0 || hash_props(node) < 0) return -1;
     return read_rules(rules, node, node->nprops);
 }
 
@@ -791,7 +836,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__bytecheck(void) {
-    init_plain();
+    init_tables();
     if (PyType_Ready(&CheckerType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
