@@ -18,8 +18,8 @@ through a varied workload against it, on the loopback interface only:
   installed with npm into a temporary folder; skipped when that fails) in a child
   process: an instrumented ``http`` server called by the same script, with
   outgoing http spans to the recorder, db and cache spans with db context and
-  service targets, labels, custom and user context, captured errors (with causes)
-  and log messages, and metrics collections (breakdown, system and runtime).
+  service targets, labels, custom and user context, captured errors (the agent
+  sends no ``cause``) and log messages, and metrics collections (breakdown, system and runtime).
 
 Cloud metadata is never probed (``cloud_provider="none"``, ``cloudProvider: 'none'``),
 and both agents run with a bare environment (``PATH``, ``LANG``, ``NO_PROXY``):
@@ -125,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                 if size == 0:
