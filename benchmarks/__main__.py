@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--corpus",
-        choices=("realistic", "heavy", "junk", "all"),
+        choices=("realistic", "heavy", "agents", "junk", "all"),
         help="which corpus (default: all; realistic with --quick); junk alone runs no RSS or import timing",
     )
     parser.add_argument("--seed", type=int, help="seed of the realistic corpus")

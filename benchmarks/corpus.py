@@ -18,6 +18,10 @@ Same seed and size, same bytes: generation uses only a private
 ``testdata/intake-v2/heavy.ndjson``, 1920 events, 399 KB): its metadata line
 once, then its event lines repeated until ``size`` bytes.
 
+``agents(size)`` is the same for what the official Python and Node.js agents
+sent to a recording server (``tests/data/agents.ndjson.gz``, 518 events, 531 kB;
+see :mod:`benchmarks.capture_agents`).
+
 ``junk(lines, kind, seed)`` is a realistic metadata line, then ``lines`` lines
 of junk (blank lines, ``1``, ``[]``, ``"x"``, ``{}``, unparsable text...) of one
 kind or all mixed, with one valid realistic event every ``JUNK_EVENT_EVERY``
@@ -30,6 +34,7 @@ with ``jsonschema`` (Draft 7).
 from __future__ import annotations
 
 import argparse
+import gzip
 import random
 import sys
 from collections import Counter
@@ -42,8 +47,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "ndintake" / "schemas" / "apm"
 HEAVY_PATH = ROOT / "tests" / "data" / "apm-server" / "intake-v2" / "heavy.ndjson"
+AGENTS_PATH = ROOT / "tests" / "data" / "agents.ndjson.gz"
 
 EVENT_KINDS = ("transaction", "span", "error", "metricset", "log")
+#: The corpora :func:`build` knows (``junk`` is built by :func:`junk`).
+CORPORA = ("realistic", "heavy", "agents")
 MIN_EVENT = 300
 MAX_EVENT = 3000
 DEFAULT_SEED = 20240611
@@ -592,9 +600,8 @@ def realistic(size: int, seed: int = DEFAULT_SEED) -> bytes:
     return b"\n".join(parts) + b"\n"
 
 
-def heavy(size: int) -> bytes:
-    """Upstream's heavy.ndjson: its metadata line, then its events repeated to ``size`` bytes."""
-    lines = HEAVY_PATH.read_bytes().splitlines()
+def _repeated(lines: list[bytes], size: int) -> bytes:
+    """The first line once, then the other non-blank lines repeated until ``size`` bytes."""
     metadata, events = lines[0], [line for line in lines[1:] if line.strip()]
     parts = [metadata]
     total = len(metadata) + 1
@@ -604,6 +611,18 @@ def heavy(size: int) -> bytes:
                 return b"\n".join(parts) + b"\n"
             parts.append(line)
             total += len(line) + 1
+
+
+def heavy(size: int) -> bytes:
+    """Upstream's heavy.ndjson: its metadata line, then its events repeated to ``size`` bytes."""
+    return _repeated(HEAVY_PATH.read_bytes().splitlines(), size)
+
+
+def agents(size: int) -> bytes:
+    """The official agents' capture (``tests/data/agents.ndjson.gz``, written by
+    ``python -m benchmarks.capture_agents``): its metadata line, then its events
+    repeated to ``size`` bytes."""
+    return _repeated(gzip.decompress(AGENTS_PATH.read_bytes()).splitlines(), size)
 
 
 #: The junk corpus's kinds of line: each is refused by APM Server (or skipped, if blank).
@@ -659,11 +678,13 @@ def junk_expected(body: bytes) -> tuple[int, int]:
 
 
 def build(name: str, size: int, seed: int = DEFAULT_SEED) -> bytes:
-    """The corpus called ``name`` (``realistic`` or ``heavy``) of about ``size`` bytes."""
+    """The corpus called ``name`` (``realistic``, ``heavy`` or ``agents``) of about ``size`` bytes."""
     if name == "realistic":
         return realistic(size, seed)
     if name == "heavy":
         return heavy(size)
+    if name == "agents":
+        return agents(size)
     raise ValueError(f"unknown corpus {name!r}")
 
 
@@ -716,7 +737,7 @@ def check_corpus(
     Draft7Validator, every event between MIN_EVENT and MAX_EVENT bytes, ids
     lowercase hex of the right length, every kind present, every event labelled,
     no metricset that APM Server would drop silently, and generation must be
-    deterministic. With ``shape=False`` (for heavy.ndjson) only the schemas
+    deterministic. With ``shape=False`` (for heavy.ndjson and the agents' capture) only the schemas
     are checked. Raises AssertionError listing the problems; returns
     :func:`stats` otherwise.
     """
@@ -781,7 +802,7 @@ def check_corpus(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", choices=("realistic", "heavy"), default="realistic")
+    parser.add_argument("--corpus", choices=CORPORA, default="realistic")
     parser.add_argument("--size", type=float, default=1.0, help="MB (10^6 bytes); default 1")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--check", action="store_true", help="validate every line with jsonschema (slow: ~2 MB/s)")
@@ -792,7 +813,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_bytes(body)
     if args.check:
-        info = check_corpus(body, shape=False) if args.corpus == "heavy" else check_corpus(size=size, seed=args.seed)
+        if args.corpus == "realistic":
+            info = check_corpus(size=size, seed=args.seed)
+        else:
+            info = check_corpus(body, shape=False)
         print("ok:", orjson.dumps(info).decode())
     else:
         print(orjson.dumps(stats(body)).decode())

@@ -1,6 +1,6 @@
 """Instructions per event (callgrind): ratios that hold on a loaded machine.
 
-``python -m benchmarks.instructions [--corpus realistic|heavy|all] [--size MB]``
+``python -m benchmarks.instructions [--corpus realistic|heavy|agents|all] [--size MB]``
 runs a few pipelines, each in its own process under ``valgrind --tool=callgrind``,
 once with one run and once with two; the difference is one warm run (imports,
 schema compilation and the corpus stay out of it). Printed per event and as a
@@ -87,14 +87,14 @@ def count(name: str, path: str, runs: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", choices=("realistic", "heavy", "all"), default="all")
+    parser.add_argument("--corpus", choices=(*corpora.CORPORA, "all"), default="all")
     parser.add_argument("--size", type=float, default=2, metavar="MB", help="corpus size in MB (default 2)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child[0], args.child[1], int(args.child[2]))
         return 0
-    for name in ("realistic", "heavy") if args.corpus == "all" else (args.corpus,):
+    for name in corpora.CORPORA if args.corpus == "all" else (args.corpus,):
         body = corpora.build(name, int(args.size * 1e6))
         events = corpora.event_count(body)
         with tempfile.NamedTemporaryFile(suffix=".ndjson") as file:

@@ -491,7 +491,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{kinds})"
         )
         out.append(f"  compressed: {enc}")
-        if name == "heavy":
+        if name in ("heavy", "agents"):
             out.append(
                 "  (a repeated payload compresses far better than real traffic: each compressed chunk "
                 "inflates to much more than usual)"
@@ -677,7 +677,7 @@ def run(
     cpu_start = cpu_snapshot()
     size = int((size_mb if size_mb is not None else (4 if quick else 16)) * 1e6)
     repeat = repeat if repeat is not None else (5 if quick else 9)
-    names = [corpus] if corpus and corpus != "all" else (["realistic"] if quick else ["realistic", "heavy", "junk"])
+    names = [corpus] if corpus and corpus != "all" else (["realistic"] if quick else [*corpora.CORPORA, "junk"])
     junk_only = names == ["junk"]
     junk_lines = 250_000 if quick else 1_000_000
     slice_size = 256_000 if quick else 512_000
