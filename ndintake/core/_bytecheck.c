@@ -240,9 +240,9 @@ static int scan_number(Scan *s, int *is_int, long long *ival, double *fval, int 
         p++;
     } else if (*p >= '1' && *p <= '9') {
         while (p < end && *p >= '0' && *p <= '9') {
+            if (p - digits >= MAX_DIGITS) return -1; /* checked first: 19 digits may overflow */
             v = v * 10 + (*p - '0');
             p++;
-            if (p - digits > MAX_DIGITS) return -1;
         }
     } else {
         return -1;
