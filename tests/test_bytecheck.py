@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 import ndintake
 from ndintake.core import bytecheck
+from ndintake.profiles import items as _items
 from ndintake.profiles.apm import envelope as _envelope
 from ndintake.profiles.apm import typed as _typed
 from ndintake.profiles.base import APM
@@ -184,3 +186,73 @@ def test_bad_programs_are_refused() -> None:
         _bytecheck.Checker("nodes", ())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _typed.envelope_check(CHECKED)("a str")  # type: ignore[arg-type]
+
+
+# -- the items reader (prodlytics, profiles defined from schemas) ---------------------------------
+
+ORDER = {
+    "type": "object",
+    "required": ["type", "id", "total"],
+    "properties": {
+        "type": {"const": "order"},
+        "id": {"type": "string", "minLength": 1, "maxLength": 8},
+        "total": {"type": "number", "minimum": 0},
+        "lines": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"},
+                                                                               "qty": {"type": "integer"}}}},
+        "note": {"type": ["string", "null"], "pattern": "^[a-z ]*$"},
+    },
+}
+ITEM_PROFILES = {
+    "one kind": ndintake.define_profile("scan-one", {"order": ORDER}, classify=None),
+    "envelopes": ndintake.define_profile("scan-envelope", {"order": ORDER, "refund": {"type": "object"}}),
+    "prodlytics": "prodlytics",
+}
+ITEM_VALUES = st.fixed_dictionaries(
+    {"type": st.sampled_from(["order", "refund", 1]), "id": st.text(max_size=9), "total": st.integers(-2, 9) | st.floats(-1, 9)},
+    optional={"lines": st.lists(st.fixed_dictionaries({}, optional={"sku": st.text(max_size=3) | st.integers(),
+                                                                    "qty": st.integers(-5, 5) | st.just(1.0)}), max_size=3),
+              "note": st.none() | st.text(alphabet="ab Z", max_size=4), "extra": JSON},
+)
+
+
+def _items_run(profile: Any, body: bytes, scan: bool) -> tuple[Any, ...]:
+    saved = _items._scanner
+    if not scan:
+        _items._scanner = lambda profile: (None, {})  # type: ignore[assignment]
+    try:
+        stream = ndintake.IntakeStream(profile=profile)
+        events = stream.feed(body)
+        result = stream.close()
+    finally:
+        _items._scanner = saved
+    events += result.final_events
+    errors = [(e.message, e.document, e.line, e.status) for e in result.errors]
+    return result.status, result.accepted, result.invalid, errors, [(e.kind, e.data, e.raw, e.line) for e in events]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(ITEM_PROFILES)), st.lists(ITEM_VALUES, min_size=1, max_size=8), st.booleans())
+def test_items_same_result_with_the_scanner(name: str, values: list[Any], as_array: bool) -> None:
+    profile = ITEM_PROFILES[name]
+    if name == "envelopes":
+        values = [{value["type"] if isinstance(value["type"], str) else "x": value} for value in values]
+    dumped = [json.dumps(value).encode() for value in values]
+    body = b"[" + b", ".join(dumped) + b"]" if as_array else b"\n".join(dumped) + b"\n"
+    with_scan = _items_run(profile, body, scan=True)
+    assert with_scan == _items_run(profile, body, scan=False)
+
+
+def test_items_the_scanner_takes_prodlytics_and_schema_items() -> None:
+    from ndintake.core.profile import PROFILES
+
+    for profile in (PROFILES["prodlytics"], ITEM_PROFILES["one kind"], ITEM_PROFILES["envelopes"]):
+        check, scanned = _items._scanner(profile)  # type: ignore[arg-type]
+        assert bytecheck.is_scanner(check) and scanned
+    captures = sorted((Path(__file__).parent / "data" / "datadog" / "client-captures").glob("*.body.bin"))
+    assert captures
+    for path in captures:
+        body = path.read_bytes()
+        assert _items_run("prodlytics", body, scan=True) == _items_run("prodlytics", body, scan=False)
+        assert _items._scanner(PROFILES["prodlytics"])[0](body.strip()) == "prodlytics"  # type: ignore[misc]
+    lazy = ndintake.IntakeStream(profile=ITEM_PROFILES["envelopes"]).feed(b'{"order": {"type": "order", "id": "a", "total": 1}}\n')
+    assert [(e.data_parsed, e.raw_is_data, e.data) for e in lazy] == [(False, True, {"type": "order", "id": "a", "total": 1})]

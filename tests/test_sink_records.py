@@ -99,3 +99,19 @@ def test_spliced_data_of_repeated_escaped_and_spaced_keys() -> None:
     assert [orjson.loads(r)["data"]["message"] for r in records] == ["b", "c", "d"]
     assert [orjson.loads(r) for r in records] == [event_record(e, batch) for e in events]
     assert orjson.loads(encode_batch(batch).split(b"\n")[1]) == {"log": {"message": "b"}}
+
+
+@pytest.mark.parametrize("name", ["intake-v2/events.ndjson", "intake-v2/transactions_spans.ndjson"])
+def test_without_msgspec_unparsed_events_are_parsed_to_be_written(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The byte scanner takes events without msgspec installed: the records are then
+    written from the parsed data, the same JSON values as the spliced ones."""
+    from ndintake.sinks import records
+
+    for batch in batches(name):
+        spliced = [orjson.loads(line) for line in encode_batch(batch).splitlines()]
+        keys = [event_partition_key(event, batch.metadata) for event in batch]
+        with monkeypatch.context() as patch:
+            patch.setattr(records, "msgspec", None)
+            parsed = [orjson.loads(line) for line in encode_batch(batch).splitlines()]
+            assert [event_partition_key(event, batch.metadata) for event in batch] == keys
+        assert parsed == spliced

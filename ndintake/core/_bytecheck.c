@@ -90,6 +90,7 @@ typedef struct {
     int nkeys;
     Prop *keys;          /* the envelope's keys and their nodes */
     PyObject **key_objs; /* the str returned for each */
+    int whole;           /* the line is the value (of the one key's node), not an envelope */
     PyObject *refs;      /* keeps the key bytes and callables alive */
 } Checker;
 
@@ -706,10 +707,17 @@ static int read_node(PyObject *spec, Node *node, int nnodes) {
 }
 
 static int checker_init(Checker *self, PyObject *args, PyObject *kwds) {
-    static char *names[] = {"nodes", "keys", NULL};
+    static char *names[] = {"nodes", "keys", "whole", NULL};
     PyObject *nodes, *keys;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!:Checker", names, &PyTuple_Type, &nodes, &PyTuple_Type, &keys))
+    int whole = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!|p:Checker", names, &PyTuple_Type, &nodes, &PyTuple_Type, &keys,
+                                     &whole))
         return -1;
+    if (whole && PyTuple_GET_SIZE(keys) != 1) {
+        PyErr_SetString(PyExc_ValueError, "a whole-line check has one key");
+        return -1;
+    }
+    self->whole = whole;
     free_nodes(self);
     Py_XSETREF(self->refs, PyTuple_Pack(2, nodes, keys));
     if (self->refs == NULL) return -1;
@@ -739,13 +747,20 @@ static int checker_init(Checker *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* The key of an envelope line {"<key>": value} whose value its node takes, or -1. */
+/* The key of an envelope line {"<key>": value} whose value its node takes, or -1;
+ * for a whole-line check, 0 when the line is a value of the one key's node. */
 static int check_line(Checker *self, const unsigned char *data, Py_ssize_t size, int *error) {
     Scan s = {data, data + size, 0, self, 0};
     const unsigned char *key;
     Py_ssize_t len, points;
     int escaped, cls, found = -1;
     ws(&s);
+    if (self->whole) {
+        int r = value(&s, self->keys[0].node, &cls);
+        *error = s.error;
+        ws(&s);
+        return r == 0 && s.p == s.end ? 0 : -1;
+    }
     if (s.p >= s.end || *s.p != '{') return -1;
     s.p++;
     ws(&s);
@@ -816,7 +831,7 @@ typedef struct {
 static PyTypeObject CheckerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ndintake.core._bytecheck.Checker",
-    .tp_doc = PyDoc_STR("Checker(nodes, keys): check(line) -> the line's key if its value is valid, else None."),
+    .tp_doc = PyDoc_STR("Checker(nodes, keys, whole=False): check(line) -> the line's key if its value is valid, else None."),
     .tp_basicsize = sizeof(CheckerObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(CheckerObject, vectorcall),

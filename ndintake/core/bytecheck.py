@@ -38,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - built when ndintake is installed with a C compiler
     _bytecheck = None  # type: ignore[assignment]
 
-__all__ = ["Check", "available", "envelope_checker", "is_scanner"]
+__all__ = ["Check", "available", "envelope_checker", "is_scanner", "item_checker"]
 
 #: ``check(line) -> key``: the line's one key if the check accepts the line, else None.
 Check = Callable[[bytes], "str | None"]
@@ -126,8 +126,10 @@ class _Compiler:
         """The node of a value the schema accepts (``False``: none)."""
         if schema is False:
             return self._forbidden
-        if not isinstance(schema, dict) or set(schema) - _KNOWN:
+        if not isinstance(schema, dict) or set(schema) - _KNOWN - {"const"}:
             raise _Untranslatable(repr(schema)[:80])
+        if "const" in schema:
+            return self._const(schema)
         types = _types(schema)
         if "enum" in schema:
             return self._enum(schema, types)
@@ -175,6 +177,16 @@ class _Compiler:
         if not mask:
             raise _Untranslatable("empty enum")
         return self._add(_node(mask, enum=values or None))
+
+    def _const(self, schema: dict[str, Any]) -> int:
+        """A string or ``null`` constant (with no other rule but a type that admits it)."""
+        value = schema["const"]
+        if set(schema) - {"const", "type"} - _WORDS or not (value is None or isinstance(value, str)):
+            raise _Untranslatable("const")
+        kind = "null" if value is None else "string"
+        if "type" in schema and kind not in _types(schema):
+            raise _Untranslatable("a const of another type")
+        return self._add(_node(_NULL) if value is None else _node(_STR, enum=frozenset({value})))
 
     def _map(self, schema: dict[str, Any], set_required: bool) -> dict[str, Any]:
         if {"required", "anyOf", "allOf"} & set(schema):
@@ -256,9 +268,20 @@ def _branch(schema: dict[str, Any], index: dict[str, int]) -> tuple[int, int]:
 def envelope_checker(schemas: Sequence[tuple[str, Any]]) -> Check | None:
     """The check of envelope lines ``{"<key>": {...}}`` for ``(key, schema)``
     pairs: it returns the line's key when the line has exactly one key, one of
-    these, whose value the key's schema accepts (a ``null`` value never), and
-    None otherwise. Keys whose schema does not translate are always refused.
-    None without the compiled scanner or when no schema translates."""
+    these, whose value (an object) the key's schema accepts, and None
+    otherwise. Keys whose schema does not translate are always refused. None
+    without the compiled scanner or when no schema translates."""
+    return _checker(schemas, whole=False)
+
+
+def item_checker(kind: str, schema: Any) -> Check | None:
+    """The check of lines that are one object ``schema`` accepts: it returns
+    ``kind`` for such a line, else None. None without the compiled scanner or
+    when the schema does not translate."""
+    return _checker(((kind, schema),), whole=True)
+
+
+def _checker(schemas: Sequence[tuple[str, Any]], whole: bool) -> Check | None:
     if _bytecheck is None:
         return None
     compiler = _Compiler()
@@ -269,9 +292,9 @@ def envelope_checker(schemas: Sequence[tuple[str, Any]]) -> Check | None:
         except _Untranslatable:
             continue
         types, *rest = compiler.nodes[node]
-        compiler.nodes[node] = (types & ~_NULL, *rest)
+        compiler.nodes[node] = (types & (_STRUCT | _MAP), *rest)  # an event is an object
         keys.append((key, key.encode(), node))
     if not keys:
         return None
-    check: Check = _bytecheck.Checker(tuple(compiler.nodes), tuple(keys))
+    check: Check = _bytecheck.Checker(tuple(compiler.nodes), tuple(keys), whole=whole)
     return check

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 
+from ..core.bytecheck import Check, envelope_checker, item_checker
 from ..core.context import ReaderContext
 from ..core.errors import DecodeError, EventError, Fatal
 from ..core.event import Event
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 #: line parses to no object, or not at all (see apm.envelope._MAYBE_EVENT): it is
 #: blank or refused. (\f and \v count as blanks here: such lines are tried needlessly.)
 _MAYBE_OBJECT = LineStart(rb"[ \t\r\f\v]*\{")
+_loads = orjson.loads
 #: The forms of JsonItems as a profile names them.
 _FORM_NAMES = {"lines": "ndjson", "array": "array", "documents": "object"}
 Sift = Callable[[list[bytes], Sequence[int]], tuple[list[bytes], Sequence[int]]]
@@ -292,6 +294,7 @@ class ItemReader:
         # one kind (prodlytics): no classification, the hot path stays a plain check
         self._item = (profile.item, profile.item.accept()) if profile.item is not None else None
         self._classify = _classifier(profile)
+        self._scanner, self._scanned = _scanner(profile)
         self._max = context.limits.max_event_size
         self._items = JsonItems(self._max, self._take_raw, self._sift, profile.forms)
         self._index = 0  # 0-based index of the next item
@@ -334,6 +337,16 @@ class ItemReader:
             return
         if from_lines and not raw.strip(BLANK):
             return  # a blank line
+        if self._scanner is not None and not self._metadata:
+            key = self._scanner(raw)
+            if key is not None:  # valid: no schema walk
+                kind, envelope = self._scanned[key]
+                self._index += 1
+                if envelope:  # raw is {"<key>": data}: data parsed when read
+                    self._context.out.append(Event(kind, None, raw, line_no, parse=_envelope_value))
+                else:
+                    self._context.out.append(Event(kind, _loads(raw), raw, line_no))
+                return
         try:
             value = parse_line(raw, self._context.strict)
         except orjson.JSONDecodeError as exc:
@@ -383,6 +396,24 @@ class ItemReader:
         self._context.reject(raw, f"item {self._index}: {message}", line_no or None)
         self._index += 1
         self._junk = True
+
+
+def _scanner(profile: Profile) -> tuple[Check | None, dict[str, tuple[str, bool]]]:
+    """The byte scanner of the profile's items (:mod:`ndintake.core.bytecheck`),
+    and per key it returns: (kind, whether the line is an envelope). None for
+    items classified by a field, or when nothing translates."""
+    if profile.item is not None:
+        item = profile.item
+        return item_checker(item.kind, item.schema()), {item.kind: (item.kind, False)}
+    if profile.discriminator is not None:
+        return None, {}
+    check = envelope_checker(tuple((key, validator.schema()) for key, validator in profile.events.items()))
+    return check, {key: (validator.kind, True) for key, validator in profile.events.items()}
+
+
+def _envelope_value(raw: bytes) -> Any:
+    """The value under the only key of an envelope line the scanner took."""
+    return _loads(raw).popitem()[1]
 
 
 class _Unclassified(Exception):
