@@ -62,6 +62,11 @@ _reads_data = [False]
 #: batches that skip some, so a change of traffic is seen. Lines of other starts (spacing) are
 #: tried anyway: this only saves time.
 _untyped: list[tuple[bytes, ...]] = [()]
+#: Keys whose special handler keeps a line as sent unless the line's bytes hold
+#: a marker: a v2 metricset is dropped only when internal (its "transaction" set,
+#: see rumv3.is_internal_metricset). The scanner refuses escaped keys, so a line
+#: it took without the marker has no such key: it stays unparsed.
+_KEPT_UNLESS = {"metricset": b'"transaction"'}
 _RELEARN = 256
 _UNTYPED_MAX = 32
 _batches = [0]
@@ -100,6 +105,11 @@ class EnvelopeReader:
         # after the byte scanner, a parse when data is read costs less than parsing and checking
         # every line: then lines are never parsed eagerly
         self._scanner = is_scanner(self._typed)
+        self._kept_unless = {
+            key: (profile.events[key].kind, marker)
+            for key, marker in _KEPT_UNLESS.items()
+            if self._scanner and key in profile.events and key in profile.special
+        }
         self._kinds = {key: validator.kind for key, validator in checked if key not in profile.special}
         self._probe: Event | None = None  # the last event parsed lazily, to see whether data is read
         self._batching = self._lines_accept is not None or self._typed is not None
@@ -237,24 +247,31 @@ class EnvelopeReader:
         under when the others were parsed eagerly (the probe)."""
         context = self._context
         out = context.out
+        append = out.append
         kinds = self._kinds
+        kept_unless = self._kept_unless
         table = self._table
         parsed = iter(objs)
+        probe = None
         for key, line, line_no in zip(keys, lines[:-1] if last is not None else lines, numbers):
             if key:
                 kind = kinds.get(key)
+                if kind is None and key in kept_unless and kept_unless[key][1] not in line:
+                    kind = kept_unless[key][0]
                 if kind is not None:
-                    self._probe = Event(kind, None, line, line_no, False, None, line_value)
-                    out.append(self._probe)
+                    probe = Event(kind, None, line, line_no, False, None, line_value)
+                    append(probe)
                 else:  # checked, for a special handler: parsed now
                     context.dropped += self._profile.special[key](line_value(line), line, line_no, out)
                 continue
             key, value = next(parsed).popitem()  # its only key
             kind, _, special, abbreviated = table[key]
             if special is None:
-                out.append(Event(kind, value, line, line_no, abbreviated))
+                append(Event(kind, value, line, line_no, abbreviated))
             else:
                 context.dropped += special(value, line, line_no, out)
+        if probe is not None:
+            self._probe = probe
         if last is not None:
             self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, line_value)
             out.append(self._probe)
