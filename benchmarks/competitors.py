@@ -188,7 +188,7 @@ def ndintake_pipeline(codec: str, max_body_size: int, *, read_data: bool = False
         f"ndintake [{codec}], data read" if read_data else f"ndintake [{codec}]",
         codec,
         f"ndintake.IntakeStream(content_encoding={codec!r}, sink=...): bounded streaming decoder, line splitter "
-        "with the 300 KiB line cap, the typed (msgspec) accept check, else orjson and the jsonschema-rs check "
+        "with the 300 KiB line cap, the byte scanner (the compiled accept check), else orjson and the jsonschema-rs check "
         f"(fastjsonschema for refusals), APM Server's rules; an Event per accepted line, handed to a sink per "
         f"decoded piece; {reads}.",
         run,
