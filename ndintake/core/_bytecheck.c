@@ -367,44 +367,61 @@ static int branch_holds(const Branch *b, const unsigned char *classes) {
     }
 }
 
+/* After "{" or "[": 1 when a member or element follows, 0 when the closing byte
+ * does (it is consumed: the container is empty). */
+static inline int opens(Scan *s, unsigned char close) {
+    ws(s);
+    if (*s->p != close) return 1;
+    s->p++;
+    return 0;
+}
+
+/* After a member or element: 1 when another follows (its "," consumed), 0 at
+ * the closing byte (consumed), -1 for anything else. (*s->p is the bytes
+ * object's trailing NUL at its end: neither.) */
+static inline int goes_on(Scan *s, unsigned char close) {
+    ws(s);
+    if (*s->p == ',') {
+        s->p++;
+        ws(s);
+        return 1;
+    }
+    if (*s->p != close) return -1;
+    s->p++;
+    return 0;
+}
+
+/* A member's key and its ":": the key's bytes, which must have no escape. */
+static int member_key(Scan *s, const unsigned char **key, Py_ssize_t *len) {
+    Py_ssize_t points;
+    int escaped;
+    if (*s->p != '"') return -1;
+    s->p++;
+    if (scan_string(s, key, len, &points, &escaped) < 0 || escaped) return -1;
+    ws(s);
+    if (*s->p != ':') return -1;
+    s->p++;
+    ws(s);
+    return 0;
+}
+
 /* An object of a struct node; s->p after its "{". */
 static int object_struct(Scan *s, const Node *node, int *cls) {
     unsigned char classes[MAX_PROPS];
     memset(classes, C_ABSENT, (size_t)node->nprops);
-    ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-    } else {
-        for (;;) {
-            const unsigned char *key;
-            Py_ssize_t len, points;
-            int escaped, field_cls;
-            if (s->p >= s->end || *s->p != '"') return -1;
-            s->p++;
-            if (scan_string(s, &key, &len, &points, &escaped) < 0 || escaped) return -1;
-            ws(s);
-            if (s->p >= s->end || *s->p != ':') return -1;
-            s->p++;
-            ws(s);
-            const Prop *prop = find_prop(node, key, len);
-            if (prop != NULL) {
-                int at = (int)(prop - node->props);
-                if (classes[at] != C_ABSENT) return -1; /* a duplicate key */
-                if (value(s, prop->node, &field_cls) < 0) return -1;
-                classes[at] = (unsigned char)field_cls;
-            } else {
-                if (node->unknown < 0 || value(s, node->unknown, &field_cls) < 0) return -1;
-            }
-            ws(s);
-            if (s->p >= s->end) return -1;
-            if (*s->p == ',') {
-                s->p++;
-                ws(s);
-                continue;
-            }
-            if (*s->p != '}') return -1;
-            s->p++;
-            break;
+    for (int more = opens(s, '}'); more; more = goes_on(s, '}')) {
+        const unsigned char *key;
+        Py_ssize_t len;
+        int field_cls;
+        if (more < 0 || member_key(s, &key, &len) < 0) return -1;
+        const Prop *prop = find_prop(node, key, len);
+        if (prop != NULL) {
+            int at = (int)(prop - node->props);
+            if (classes[at] != C_ABSENT) return -1; /* a duplicate key */
+            if (value(s, prop->node, &field_cls) < 0) return -1;
+            classes[at] = (unsigned char)field_cls;
+        } else if (node->unknown < 0 || value(s, node->unknown, &field_cls) < 0) {
+            return -1;
         }
     }
     int filled = 0;
@@ -431,35 +448,14 @@ static int object_struct(Scan *s, const Node *node, int *cls) {
 /* An object of a map node; s->p after its "{". */
 static int object_map(Scan *s, const Node *node, int *cls) {
     Py_ssize_t count = 0;
-    ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-    } else {
-        for (;;) {
-            const unsigned char *key;
-            Py_ssize_t len, points;
-            int escaped, item_cls;
-            if (s->p >= s->end || *s->p != '"') return -1;
-            s->p++;
-            if (scan_string(s, &key, &len, &points, &escaped) < 0 || escaped) return -1;
-            if (node->key_pattern != NULL && matches(s, node->key_pattern, key, len, 0) != 1) return -1;
-            ws(s);
-            if (s->p >= s->end || *s->p != ':') return -1;
-            s->p++;
-            ws(s);
-            if (value(s, node->map_item, &item_cls) < 0) return -1;
-            count++;
-            ws(s);
-            if (s->p >= s->end) return -1;
-            if (*s->p == ',') {
-                s->p++;
-                ws(s);
-                continue;
-            }
-            if (*s->p != '}') return -1;
-            s->p++;
-            break;
-        }
+    for (int more = opens(s, '}'); more; more = goes_on(s, '}')) {
+        const unsigned char *key;
+        Py_ssize_t len;
+        int item_cls;
+        if (more < 0 || member_key(s, &key, &len) < 0) return -1;
+        if (node->key_pattern != NULL && matches(s, node->key_pattern, key, len, 0) != 1) return -1;
+        if (value(s, node->map_item, &item_cls) < 0) return -1;
+        count++;
     }
     /* duplicate keys count twice here, once in the parsed dict: only min_props <= 1 is compiled */
     if (count < node->min_props || (node->max_props >= 0 && count > node->max_props)) return -1;
@@ -470,25 +466,10 @@ static int object_map(Scan *s, const Node *node, int *cls) {
 static int array(Scan *s, const Node *node, int *cls) {
     Py_ssize_t count = 0;
     int item = (node->types & T_ANY) ? -1 : node->items;
-    ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-    } else {
-        for (;;) {
-            int item_cls;
-            if (value(s, item < 0 ? -1 : item, &item_cls) < 0) return -1;
-            count++;
-            ws(s);
-            if (s->p >= s->end) return -1;
-            if (*s->p == ',') {
-                s->p++;
-                ws(s);
-                continue;
-            }
-            if (*s->p != ']') return -1;
-            s->p++;
-            break;
-        }
+    for (int more = opens(s, ']'); more; more = goes_on(s, ']')) {
+        int item_cls;
+        if (more < 0 || value(s, item, &item_cls) < 0) return -1;
+        count++;
     }
     if (count < node->min_items || (node->max_items >= 0 && count > node->max_items)) return -1;
     *cls = count ? C_LIST : C_LIST0;
@@ -752,8 +733,8 @@ static int checker_init(Checker *self, PyObject *args, PyObject *kwds) {
 static int check_line(Checker *self, const unsigned char *data, Py_ssize_t size, int *error) {
     Scan s = {data, data + size, 0, self, 0};
     const unsigned char *key;
-    Py_ssize_t len, points;
-    int escaped, cls, found = -1;
+    Py_ssize_t len;
+    int cls, found = -1;
     ws(&s);
     if (self->whole) {
         int r = value(&s, self->keys[0].node, &cls);
@@ -761,12 +742,10 @@ static int check_line(Checker *self, const unsigned char *data, Py_ssize_t size,
         ws(&s);
         return r == 0 && s.p == s.end ? 0 : -1;
     }
-    if (s.p >= s.end || *s.p != '{') return -1;
+    if (*s.p != '{') return -1;
     s.p++;
     ws(&s);
-    if (s.p >= s.end || *s.p != '"') return -1;
-    s.p++;
-    if (scan_string(&s, &key, &len, &points, &escaped) < 0 || escaped) return -1;
+    if (member_key(&s, &key, &len) < 0) return -1;
     for (int i = 0; i < self->nkeys; i++) {
         if (self->keys[i].len == len && memcmp(self->keys[i].key, key, len) == 0) {
             found = i;
@@ -774,16 +753,9 @@ static int check_line(Checker *self, const unsigned char *data, Py_ssize_t size,
         }
     }
     if (found < 0) return -1;
-    ws(&s);
-    if (s.p >= s.end || *s.p != ':') return -1;
-    s.p++;
-    ws(&s);
     int r = value(&s, self->keys[found].node, &cls);
     *error = s.error;
-    if (r < 0) return -1;
-    ws(&s);
-    if (s.p >= s.end || *s.p != '}') return -1;
-    s.p++;
+    if (r < 0 || goes_on(&s, '}') != 0) return -1;
     ws(&s);
     return s.p == s.end ? found : -1;
 }
