@@ -20,6 +20,7 @@ from ndintake.profiles.apm import envelope as _envelope
 from ndintake.profiles.apm import typed as _typed
 from ndintake.profiles.base import APM
 from conftest import load, metadata_line, realistic_corpus, v2_files
+from test_backends import _paths, mutate
 
 CHECKED = tuple((key, v) for key, v in APM.events.items() if key not in APM.abbreviated)
 META = metadata_line()
@@ -256,3 +257,26 @@ def test_items_the_scanner_takes_prodlytics_and_schema_items() -> None:
         assert _items._scanner(PROFILES["prodlytics"])[0](body.strip()) == "prodlytics"  # type: ignore[misc]
     lazy = ndintake.IntakeStream(profile=ITEM_PROFILES["envelopes"]).feed(b'{"order": {"type": "order", "id": "a", "total": 1}}\n')
     assert [(e.data_parsed, e.raw_is_data, e.data) for e in lazy] == [(False, True, {"type": "order", "id": "a", "total": 1})]
+
+
+CAPTURES = [json.loads(path.read_bytes()) for path in
+            sorted((Path(__file__).parent / "data" / "datadog" / "client-captures").glob("*.body.bin"))]
+MUTATIONS = st.sampled_from(
+    [None, 0, -1, 1.0, 1.5, 2**63, 10**20, True, "", "x" * 300, "x" * 5000, "a*b", "\ud800", [], {}, ["x"],
+     {"k": "v"}, "DROP"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(CAPTURES), st.lists(st.tuples(st.integers(min_value=0), MUTATIONS), max_size=3),
+       st.sampled_from(["object", "array", "ndjson"]))
+def test_prodlytics_same_result_with_the_scanner(capture: Any, changes: list[tuple[int, Any]], form: str) -> None:
+    """Datadog's client captures with up to three fields replaced or dropped."""
+    value = json.loads(json.dumps(capture))
+    for where, replacement in changes:
+        paths = [p for p in _paths(value) if p]
+        if paths:
+            mutate(value, paths[where % len(paths)], json.loads(json.dumps(replacement)))
+    item = json.dumps(value).encode("utf-8", "surrogatepass")
+    body = {"object": item, "array": b"[" + item + b"," + item + b"]", "ndjson": item + b"\n" + item + b"\n"}[form]
+    assert _items_run("prodlytics", body, scan=True) == _items_run("prodlytics", body, scan=False)
