@@ -206,6 +206,9 @@ ORDER = {
 ITEM_PROFILES = {
     "one kind": ndintake.define_profile("scan-one", {"order": ORDER}, classify=None),
     "envelopes": ndintake.define_profile("scan-envelope", {"order": ORDER, "refund": {"type": "object"}}),
+    "field": ndintake.define_profile(  # refund does not name the field: pinned by the scanner
+        "scan-field", {"order": ORDER, "refund": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}},
+        classify="field:type"),
     "prodlytics": "prodlytics",
 }
 ITEM_VALUES = st.fixed_dictionaries(
@@ -246,7 +249,7 @@ def test_items_same_result_with_the_scanner(name: str, values: list[Any], as_arr
 def test_items_the_scanner_takes_prodlytics_and_schema_items() -> None:
     from ndintake.core.profile import PROFILES
 
-    for profile in (PROFILES["prodlytics"], ITEM_PROFILES["one kind"], ITEM_PROFILES["envelopes"]):
+    for profile in (PROFILES["prodlytics"], ITEM_PROFILES["one kind"], ITEM_PROFILES["envelopes"], ITEM_PROFILES["field"]):
         check, scanned = _items._scanner(profile)  # type: ignore[arg-type]
         assert bytecheck.is_scanner(check) and scanned
     captures = sorted((Path(__file__).parent / "data" / "datadog" / "client-captures").glob("*.body.bin"))
@@ -257,6 +260,11 @@ def test_items_the_scanner_takes_prodlytics_and_schema_items() -> None:
         assert _items._scanner(PROFILES["prodlytics"])[0](body.strip()) == "prodlytics"  # type: ignore[misc]
     lazy = ndintake.IntakeStream(profile=ITEM_PROFILES["envelopes"]).feed(b'{"order": {"type": "order", "id": "a", "total": 1}}\n')
     assert [(e.data_parsed, e.raw_is_data, e.data) for e in lazy] == [(False, True, {"type": "order", "id": "a", "total": 1})]
+    check = _items._scanner(ITEM_PROFILES["field"])[0]  # type: ignore[arg-type]
+    assert check is not None
+    assert [check(line) for line in (b'{"type": "refund", "id": "r"}', b'{"id": "r", "type": "order", "total": 2}',
+                                      b'{"type": "coupon", "id": "r"}', b'{"id": "r"}', b'{"type": "refund", "id": 1}')] == [
+        "refund", "order", None, None, None]
 
 
 CAPTURES = [json.loads(path.read_bytes()) for path in

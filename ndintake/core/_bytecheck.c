@@ -90,7 +90,7 @@ typedef struct {
     int nkeys;
     Prop *keys;          /* the envelope's keys and their nodes */
     PyObject **key_objs; /* the str returned for each */
-    int whole;           /* the line is the value (of the one key's node), not an envelope */
+    int whole;           /* the line is the value (of the first key's node that takes it), not an envelope */
     PyObject *refs;      /* keeps the key bytes and callables alive */
 } Checker;
 
@@ -694,10 +694,6 @@ static int checker_init(Checker *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!|p:Checker", names, &PyTuple_Type, &nodes, &PyTuple_Type, &keys,
                                      &whole))
         return -1;
-    if (whole && PyTuple_GET_SIZE(keys) != 1) {
-        PyErr_SetString(PyExc_ValueError, "a whole-line check has one key");
-        return -1;
-    }
     self->whole = whole;
     free_nodes(self);
     Py_XSETREF(self->refs, PyTuple_Pack(2, nodes, keys));
@@ -729,18 +725,22 @@ static int checker_init(Checker *self, PyObject *args, PyObject *kwds) {
 }
 
 /* The key of an envelope line {"<key>": value} whose value its node takes, or -1;
- * for a whole-line check, 0 when the line is a value of the one key's node. */
+ * for a whole-line check, the first key whose node takes the line. */
 static int check_line(Checker *self, const unsigned char *data, Py_ssize_t size, int *error) {
     Scan s = {data, data + size, 0, self, 0};
     const unsigned char *key;
     Py_ssize_t len;
     int cls, found = -1;
     ws(&s);
-    if (self->whole) {
-        int r = value(&s, self->keys[0].node, &cls);
-        *error = s.error;
-        ws(&s);
-        return r == 0 && s.p == s.end ? 0 : -1;
+    if (self->whole) { /* each key's node in turn, from the same place */
+        for (int i = 0; i < self->nkeys; i++) {
+            Scan t = s;
+            int r = value(&t, self->keys[i].node, &cls);
+            if ((*error = t.error)) return -1;
+            ws(&t);
+            if (r == 0 && t.p == t.end) return i;
+        }
+        return -1;
     }
     if (*s.p != '{') return -1;
     s.p++;

@@ -48,8 +48,10 @@ _NULL, _BOOL, _INT, _FLOAT, _STR, _ARR, _STRUCT, _MAP, _ANY, _OBJ = (1 << i for 
 _BRANCH_TYPES = {"string": _STR, "integer": _INT, "number": _INT | _FLOAT, "boolean": _BOOL, "array": _ARR,
                  "object": _OBJ, "null": 0}
 _INT64 = (-(2**63), 2**63 - 1)
-#: Keywords that only name or word things: they never change a decision.
-_WORDS = frozenset({"description", "$id", "$comment", "title", "examples"})
+#: Keywords that never change a decision: names, words, annotations, and definitions
+#: (only a ``$ref``, never translated, would use them).
+_WORDS = frozenset({"description", "$id", "$comment", "$schema", "title", "examples", "default", "readOnly",
+                    "writeOnly", "deprecated", "definitions", "$defs"})
 _KNOWN = frozenset({"type", "properties", "required", "additionalProperties", "patternProperties", "items",
                     "anyOf", "allOf", "enum", "maxLength", "minLength", "pattern", "minimum", "maximum",
                     "minItems", "maxItems", "minProperties", "maxProperties"}) | _WORDS
@@ -274,11 +276,12 @@ def envelope_checker(schemas: Sequence[tuple[str, Any]]) -> Check | None:
     return _checker(schemas, whole=False)
 
 
-def item_checker(kind: str, schema: Any) -> Check | None:
-    """The check of lines that are one object ``schema`` accepts: it returns
-    ``kind`` for such a line, else None. None without the compiled scanner or
-    when the schema does not translate."""
-    return _checker(((kind, schema),), whole=True)
+def item_checker(schemas: Sequence[tuple[str, Any]]) -> Check | None:
+    """The check of lines that are one object: for ``(kind, schema)`` pairs, it
+    returns the first kind whose schema accepts the line, else None (kinds whose
+    schema does not translate never). None without the compiled scanner or when
+    no schema translates."""
+    return _checker(schemas, whole=True)
 
 
 def _checker(schemas: Sequence[tuple[str, Any]], whole: bool) -> Check | None:

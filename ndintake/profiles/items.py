@@ -4,6 +4,7 @@ documents) and validate each whole; the reader of prodlytics and of schema profi
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
@@ -400,15 +401,46 @@ class ItemReader:
 
 def _scanner(profile: Profile) -> tuple[Check | None, dict[str, tuple[str, bool]]]:
     """The byte scanner of the profile's items (:mod:`ndintake.core.bytecheck`),
-    and per key it returns: (kind, whether the line is an envelope). None for
-    items classified by a field, or when nothing translates."""
-    if profile.item is not None:
-        item = profile.item
-        return item_checker(item.kind, item.schema()), {item.kind: (item.kind, False)}
-    if profile.discriminator is not None:
-        return None, {}
-    check = envelope_checker(tuple((key, validator.schema()) for key, validator in profile.events.items()))
-    return check, {key: (validator.kind, True) for key, validator in profile.events.items()}
+    and per key it returns: (kind, whether the line is an envelope). None when
+    nothing translates. Compiled once per profile's validators."""
+    return _compiled_scanner(profile.item, profile.discriminator, tuple(profile.events.items()))
+
+
+@cache
+def _compiled_scanner(
+    item: Validator | None, field: str | None, events: tuple[tuple[str, Validator], ...]
+) -> tuple[Check | None, dict[str, tuple[str, bool]]]:
+    if item is not None:
+        return item_checker(((item.kind, item.schema()),)), {item.kind: (item.kind, False)}
+    if field is not None:
+        pinned = [(key, _pinned(validator, field, key)) for key, validator in events]
+        check = item_checker([(key, schema) for key, schema in pinned if schema is not None])
+        return check, {key: (validator.kind, False) for key, validator in events}
+    check = envelope_checker(tuple((key, validator.schema()) for key, validator in events))
+    return check, {key: (validator.kind, True) for key, validator in events}
+
+
+def _pinned(validator: Validator, field: str, value: str) -> dict[str, Any] | None:
+    """The kind's schema for the items classified under it: the discriminator
+    ``field`` required and equal to ``value``. None when that would not be
+    exactly so (the field's own schema refuses ``value``, or the schema refuses
+    the field): the scanner then leaves the kind to the slow path."""
+    schema = validator.schema()
+    if not isinstance(schema, dict):
+        return None
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict):
+        return None
+    if field in properties:
+        if not Validator.from_schema("field", {"type": "object", "properties": {field: properties[field]}}).accept()(
+            {field: value}
+        ):
+            return None
+    elif schema.get("additionalProperties", True) is not True or "patternProperties" in schema:
+        return None
+    required = list(schema.get("required", ()))
+    return {**schema, "properties": {**properties, field: {"const": value}},
+            "required": required + [field] if field not in required else required}
 
 
 def _envelope_value(raw: bytes) -> Any:
