@@ -187,6 +187,11 @@ def test_bad_programs_are_refused() -> None:
         _bytecheck.Checker("nodes", ())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _typed.envelope_check(CHECKED)("a str")  # type: ignore[arg-type]
+    checker = _bytecheck.Checker((), ())
+    with pytest.raises(TypeError):
+        checker.__init__((), ())  # type: ignore[misc]
+    assert checker(b"{}") is None
+    assert _bytecheck.Checker.__new__(_bytecheck.Checker)(b'{"a": 1}') is None  # never initialised: takes nothing
 
 
 # -- the items reader (prodlytics, profiles defined from schemas) ---------------------------------

@@ -695,8 +695,11 @@ static int checker_init(Checker *self, PyObject *args, PyObject *kwds) {
                                      &whole))
         return -1;
     self->whole = whole;
-    free_nodes(self);
-    Py_XSETREF(self->refs, PyTuple_Pack(2, nodes, keys));
+    if (self->refs != NULL) { /* a check in use must not change under its callers */
+        PyErr_SetString(PyExc_TypeError, "a Checker is initialised once");
+        return -1;
+    }
+    self->refs = PyTuple_Pack(2, nodes, keys);
     if (self->refs == NULL) return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(nodes);
     self->nodes = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Node));
