@@ -31,7 +31,7 @@ class Event:
     a span or metricset came inside. Treat events as read-only: they are not
     frozen only because a frozen class costs five times more to create.
 
-    An event the typed accept check took (see :mod:`ndintake.profiles.apm.typed`) parses
+    An event the byte scanner took (see :mod:`ndintake.core.bytecheck`) parses
     ``data`` from ``raw`` when it is first read, then keeps it: a consumer that
     only forwards ``raw`` never pays for the parse.
     """
@@ -74,7 +74,7 @@ class Event:
     @property
     def raw_is_data(self) -> bool:
         """True when ``raw`` is ``{"<type>": data}`` and nothing else, checked
-        (events the typed check took): the bytes of the value in ``raw`` then
+        (events an accept check took unparsed): the bytes of the value in ``raw`` then
         stand for ``data`` without parsing it (what the sinks write)."""
         return self._parse is not None
 

@@ -103,7 +103,7 @@ class BatchRecords:
 
 
 def data_json(event: Event) -> bytes:
-    """The event's record ``data`` as JSON: for an event the typed check took,
+    """The event's record ``data`` as JSON: for an event taken unparsed,
     the value's bytes spliced from ``raw`` (no parse; the JSON as the client
     wrote it, spacing and number spelling included), else ``expanded()`` encoded."""
     if event.raw_is_data and msgspec is not None:

@@ -40,7 +40,7 @@ _REFUSED_COUNT = 256
 
 
 def line_value(line: bytes) -> dict[str, Any]:
-    """The value under the only key of a line the typed check accepted (its
+    """The value under the only key of a line the accept check took (its
     lazily parsed ``data``): parsed as the slow path parses it, so the same
     dict (invalid UTF-8 in an unchecked string becomes U+FFFD there too)."""
     obj: dict[str, Any] = parse_line(line, True, repair=True)
@@ -55,9 +55,9 @@ def line_value(line: bytes) -> dict[str, Any]:
 #: readers, as a process usually has one kind of consumer; a wrong guess costs
 #: time only, never a different result.
 _reads_data = [False]
-#: The starts of lines the typed check is not tried on: those of keys whose
+#: The starts of lines the accept check is not tried on: those of keys whose
 #: lines it refused more often than it took, while the slow path accepted them
-#: (an agent that sends fields the schema does not name: the typed check refuses
+#: (an agent that sends fields the schema does not name: msgspec's typed check refuses
 #: unknown keys). Shared like ``_reads_data``; forgotten every ``_RELEARN``
 #: batches that skip some, so a change of traffic is seen. Lines of other starts (spacing) are
 #: tried anyway: this only saves time.
@@ -98,8 +98,9 @@ class EnvelopeReader:
             for key, v in profile.events.items()
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
-        # the typed check: for v2 events (RUM v3 expansion needs the parsed value); a line under a
-        # key with a special handler is parsed at once for it, the others when their data is read
+        # the accept check (the scanner, else msgspec's typed check): for v2 events (RUM v3 expansion
+        # needs the parsed value); a line under a key with a special handler is parsed at once for
+        # it (unless _KEPT_UNLESS says the handler keeps it as sent), the others when data is read
         checked = tuple((key, v) for key, v in profile.events.items() if key not in profile.abbreviated)
         self._typed = envelope_check(checked)
         # after the byte scanner, a parse when data is read costs less than parsing and checking
@@ -187,14 +188,14 @@ class EnvelopeReader:
     def _take_batch(self, lines: list[bytes], numbers: Sequence[int]) -> bool:
         """The hot path: check every line at once. Takes them all and returns
         True when each is a valid event alone under a known key; else takes none
-        and returns False. Lines the typed check accepts become events whose
+        and returns False. Lines the accept check takes become events whose
         ``data`` is parsed when read (while the consumer does not read it; else
         only the last line of the batch, to notice when it stops); the others
         are parsed and checked together."""
         if max(map(len, lines)) >= self._max:
             return False
         typed = self._typed
-        # per line: the key the typed check took it under, None if it refused it, "" if not tried
+        # per line: the key the accept check took it under, None if it refused it, "" if not tried
         keys: list[str | None] | None = None
         last: str | None = None  # that of the last line only, when parsing eagerly
         if typed is not None:
@@ -242,8 +243,8 @@ class EnvelopeReader:
         last: str | None,
     ) -> None:
         """The events of a checked batch, in order: for a line with a key (the
-        typed check took it) one parsed when read; else from the next parsed
-        line of ``objs``. ``last``: the key the typed check took the last line
+        accept check took it) one parsed when read; else from the next parsed
+        line of ``objs``. ``last``: the key the accept check took the last line
         under when the others were parsed eagerly (the probe)."""
         context = self._context
         out = context.out
@@ -277,7 +278,7 @@ class EnvelopeReader:
             out.append(self._probe)
 
     def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
-        """Skip the typed check for the keys it refused more often than it took
+        """Skip the accept check for the keys it refused more often than it took
         in this batch of valid lines (those it never takes, such as metricsets,
         included: a refusal costs more than a success): the starts of their
         lines, up to the key's closing quote, join ``_untyped`` (at most

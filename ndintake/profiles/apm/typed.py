@@ -1,4 +1,6 @@
-"""A one-pass accept check: msgspec types generated from the JSON Schemas.
+"""The one-pass accept check of APM event lines: the byte scanner of
+:mod:`ndintake.core.bytecheck` when it is built, else msgspec types generated
+from the JSON Schemas (this module).
 
 msgspec validates while it parses (into structs the cyclic GC does not track,
 rather than dicts), so a line can be accepted without ``orjson.loads`` and a
