@@ -293,3 +293,31 @@ def test_prodlytics_same_result_with_the_scanner(capture: Any, changes: list[tup
     item = json.dumps(value).encode("utf-8", "surrogatepass")
     body = {"object": item, "array": b"[" + item + b"," + item + b"]", "ndjson": item + b"\n" + item + b"\n"}[form]
     assert _items_run("prodlytics", body, scan=True) == _items_run("prodlytics", body, scan=False)
+
+
+PATTERNS = ["^[a-zA-Z0-9 _-]+$", '^[^*"]*$', "^[+-]?[0-9]+$", "^[a-c]*$", "^[^a-c]+$", "^[.]+$"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(PATTERNS), st.text(alphabet=st.sampled_from('abcxyzAZ09 _-+*".\\\n\té€😀'), max_size=8))
+def test_patterns_mean_what_re_search_means(pattern: str, text: str) -> None:
+    """Character classes are read as a table of bytes, other patterns call ``re``: both
+    take a string exactly when ``re.search`` finds the pattern in it (an escaped
+    string is left to the slow path)."""
+    import re
+
+    check = bytecheck.item_checker([("k", {"type": "object", "required": ["s"],
+                                           "properties": {"s": {"type": "string", "pattern": pattern}}})])
+    assert check is not None
+    line = json.dumps({"s": text}, ensure_ascii=False).encode()
+    found = re.search(pattern, text) is not None
+    if b"\\" in line:
+        assert check(line) is None
+    else:
+        assert (check(line) == "k") == found, (pattern, text)
+    keys = bytecheck.item_checker([("k", {"type": "object", "patternProperties": {pattern: {"type": "integer"}},
+                                          "additionalProperties": False})])
+    assert keys is not None
+    line = json.dumps({text: 1}, ensure_ascii=False).encode()
+    if b"\\" not in line:
+        assert (keys(line) == "k") == found, (pattern, text)

@@ -59,7 +59,7 @@ typedef struct {
     unsigned types;
     /* strings */
     Py_ssize_t min_len, max_len; /* code points; max -1: none */
-    PyObject *pattern;           /* a callable str -> truthy (re.Pattern.search), or NULL */
+    PyObject *pattern;           /* a character class (bytes), a callable (re.Pattern.search), or NULL */
     PyObject *enum_values;       /* a frozenset of str, or NULL */
     /* numbers */
     int has_min, has_max;
@@ -289,9 +289,18 @@ static int literal(Scan *s, const char *word, Py_ssize_t n) {
     return 0;
 }
 
-/* Calls ``pattern`` (re.Pattern.search) on a string's text: 1 found, 0 not, -1 refuse. */
+/* Whether a string's text matches ``pattern``: a character class (bytes: 256
+ * flags, then the least length), else a callable (re.Pattern.search) called on
+ * the text. 1 found, 0 not, -1 refuse. */
 static int matches(Scan *s, PyObject *pattern, const unsigned char *start, Py_ssize_t len, int escaped) {
     if (escaped) return -1; /* rare: left to the slow path rather than unescaped here */
+    if (PyBytes_CheckExact(pattern)) {
+        const unsigned char *allowed = (const unsigned char *)PyBytes_AS_STRING(pattern);
+        if (len < allowed[256]) return 0; /* a UTF-8 string has at least as many bytes as characters */
+        for (Py_ssize_t i = 0; i < len; i++)
+            if (!allowed[start[i]]) return 0;
+        return 1;
+    }
     PyObject *text = PyUnicode_DecodeUTF8((const char *)start, len, "strict");
     if (text == NULL) {
         PyErr_Clear();
@@ -667,6 +676,11 @@ static int read_node(PyObject *spec, Node *node, int nnodes) {
     node->pattern = optional(pattern);
     node->enum_values = optional(enum_values);
     node->key_pattern = optional(key_pattern);
+    if ((node->pattern != NULL && PyBytes_CheckExact(node->pattern) && PyBytes_GET_SIZE(node->pattern) != 257) ||
+        (node->key_pattern != NULL && PyBytes_CheckExact(node->key_pattern) && PyBytes_GET_SIZE(node->key_pattern) != 257)) {
+        PyErr_SetString(PyExc_ValueError, "a character class has 256 flags and a least length");
+        return -1;
+    }
     if (node->enum_values != NULL && !PyFrozenSet_Check(node->enum_values)) {
         PyErr_SetString(PyExc_TypeError, "enum must be a frozenset");
         return -1;

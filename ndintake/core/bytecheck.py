@@ -89,7 +89,7 @@ def _node(
     *,
     min_len: int = 0,
     max_len: int = -1,
-    pattern: Callable[[str], Any] | None = None,
+    pattern: Callable[[str], Any] | bytes | None = None,
     enum: frozenset[str] | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
@@ -102,7 +102,7 @@ def _node(
     rules: tuple[tuple[bool, tuple[tuple[int, int], ...]], ...] = (),
     must_be_set: bool = False,
     unknown: int = -1,
-    key_pattern: Callable[[str], Any] | None = None,
+    key_pattern: Callable[[str], Any] | bytes | None = None,
     map_item: int = -1,
     min_props: int = 0,
     max_props: int = -1,
@@ -147,7 +147,7 @@ class _Compiler:
             mask |= _STR
             fields.update(min_len=schema.get("minLength", 0), max_len=schema.get("maxLength", -1))
             if "pattern" in schema:
-                fields["pattern"] = re.compile(schema["pattern"]).search
+                fields["pattern"] = _pattern(schema["pattern"])
         if "number" in types:
             mask |= _INT | _FLOAT
             fields.update(minimum=_bound(schema, "minimum"), maximum=_bound(schema, "maximum"))
@@ -201,7 +201,7 @@ class _Compiler:
         if patterns:
             ((pattern, item),) = patterns.items()
             if not _ANY_KEY.fullmatch(pattern):
-                fields["key_pattern"] = re.compile(pattern).search
+                fields["key_pattern"] = _pattern(pattern)
             fields["map_item"] = self.value(item)
         elif extra is False:
             fields.update(map_item=self._any, max_props=0)
@@ -242,6 +242,24 @@ class _Compiler:
                 raise _Untranslatable("allOf")
             rules.append((True, (_branch(part["if"], index), _branch(part["then"], index))))
         return {"props": tuple(props), "rules": tuple(rules), "must_be_set": set_required, "unknown": unknown}
+
+
+#: ``^[...]+$`` or ``^[...]*$``: a string of characters of one class, without escapes or brackets.
+_CHAR_CLASS = re.compile(r"\^\[(\^?)([^\[\]\\]+)\]([+*])\$")
+
+
+def _pattern(pattern: str) -> Callable[[str], Any] | bytes:
+    """A pattern as the scanner takes it: a character class of ASCII characters
+    as 256 byte flags and the least length (a non-ASCII character's bytes are
+    all flagged in a negated class, none in another), else ``re.search``. The
+    flags are read off ``re`` itself, so they mean what the regex means."""
+    match = _CHAR_CLASS.fullmatch(pattern)
+    if match is None or not match.group(2).isascii():
+        return re.compile(pattern).search
+    negated, least = bool(match.group(1)), 1 if match.group(3) == "+" else 0
+    one = re.compile(f"[{match.group(1)}{match.group(2)}]")
+    flags = bytes(int(one.fullmatch(chr(byte)) is not None) if byte < 0x80 else int(negated) for byte in range(256))
+    return flags + bytes([least])
 
 
 def _bound(schema: dict[str, Any], keyword: str) -> float | None:
