@@ -484,6 +484,12 @@ class BrotliDecoder:
         return bool(self._slice or self._input)
 
     def decode(self, data: bytes, sink: Sink) -> None:
+        # the output of several slices goes on in one piece (fewer, larger pieces for the reader)
+        joined = _Joining(sink)
+        self._decode(data, joined)
+        joined.flush()
+
+    def _decode(self, data: bytes, sink: _Joining) -> None:
         self._started = True
         self._input += data
         budget = STEP_OUTPUT
@@ -500,7 +506,8 @@ class BrotliDecoder:
             try:
                 drained = _brotli_process(self._brotli, given, counter, budget)
             except (brotli.error, DecodeError):
-                raise self._salvage(self._slice, _Skipping(sink, self._slice_out + counter.count)) from None
+                sink.flush()  # what came before the failing slice, first
+                raise self._salvage(self._slice, _Skipping(sink.sink, self._slice_out + counter.count)) from None
             budget -= counter.count
             self._slice_out += counter.count
             if drained:
@@ -548,6 +555,29 @@ class _Counter:
     def __call__(self, data: bytes) -> None:
         self.count += len(data)
         self.sink(data)
+
+
+class _Joining:
+    """A sink that hands on what it is given in pieces of up to ``OUTPUT_CHUNK``
+    bytes, joined; ``flush`` hands on the rest."""
+
+    __slots__ = ("sink", "parts", "size")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def __call__(self, data: bytes) -> None:
+        if self.size + len(data) > OUTPUT_CHUNK:
+            self.flush()
+        self.parts.append(data)
+        self.size += len(data)
+
+    def flush(self) -> None:
+        if self.parts:
+            parts, self.parts, self.size = self.parts, [], 0
+            self.sink(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 class _Skipping:
