@@ -51,6 +51,12 @@ def repair_strings(line: bytes) -> bytes:
     return _ESCAPE.sub(_lone_surrogate, fixed) if b"\\" in fixed else fixed
 
 
+def only_value(line: bytes) -> Any:
+    """The value under the only key of a one-key object line known to be valid
+    JSON (one the byte scanner took): parsed, no repair needed."""
+    return _loads(line).popitem()[1]
+
+
 def parse_line(line: bytes, strict: bool, repair: bool = False) -> Any:
     """Parse a line; unless ``strict``, a complete value followed by junk (any
     bytes, invalid UTF-8 included) counts, as APM Server ignores what follows.

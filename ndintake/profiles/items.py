@@ -13,7 +13,7 @@ from ..core.bytecheck import Check, envelope_checker, item_checker
 from ..core.context import ReaderContext
 from ..core.errors import DecodeError, EventError, Fatal
 from ..core.event import Event
-from ..core.jsonline import parse_line, text
+from ..core.jsonline import only_value, parse_line, text
 from ..core.lines import BLANK, BLANK_BYTES, LineSplitter, LineStart, count_blank
 from ..core.profile import FORMS
 from ..core.schemas import Validator
@@ -344,7 +344,7 @@ class ItemReader:
                 kind, envelope = self._scanned[key]
                 self._index += 1
                 if envelope:  # raw is {"<key>": data}: data parsed when read
-                    self._context.out.append(Event(kind, None, raw, line_no, parse=_envelope_value))
+                    self._context.out.append(Event(kind, None, raw, line_no, parse=only_value))
                 else:
                     self._context.out.append(Event(kind, _loads(raw), raw, line_no))
                 return
@@ -441,11 +441,6 @@ def _pinned(validator: Validator, field: str, value: str) -> dict[str, Any] | No
     required = list(schema.get("required", ()))
     return {**schema, "properties": {**properties, field: {"const": value}},
             "required": required + [field] if field not in required else required}
-
-
-def _envelope_value(raw: bytes) -> Any:
-    """The value under the only key of an envelope line the scanner took."""
-    return _loads(raw).popitem()[1]
 
 
 class _Unclassified(Exception):

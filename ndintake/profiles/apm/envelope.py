@@ -14,7 +14,7 @@ from ...core.bytecheck import is_scanner
 from ...core.context import ReaderContext
 from ...core.errors import DecodeError, EventError, Fatal
 from ...core.event import Event
-from ...core.jsonline import first_key, parse_line, text
+from ...core.jsonline import first_key, only_value, parse_line, text
 from ...core.lines import BLANK_BYTES, LineSplitter, LineStart, count_blank
 from ...core.schemas import Validator, lines_accept
 from .rumv3 import METADATA, expand
@@ -106,6 +106,9 @@ class EnvelopeReader:
         # after the byte scanner, a parse when data is read costs less than parsing and checking
         # every line: then lines are never parsed eagerly
         self._scanner = is_scanner(self._typed)
+        # how an event taken unparsed gets its data: the scanner's lines are valid JSON; msgspec's
+        # may hold invalid UTF-8 in strings it skipped, which the slow path repairs
+        self._value = only_value if self._scanner else line_value
         self._kept_unless = {
             key: (profile.events[key].kind, marker)
             for key, marker in _KEPT_UNLESS.items()
@@ -251,6 +254,7 @@ class EnvelopeReader:
         append = out.append
         kinds = self._kinds
         kept_unless = self._kept_unless
+        value_of = self._value
         table = self._table
         parsed = iter(objs)
         probe = None
@@ -260,10 +264,10 @@ class EnvelopeReader:
                 if kind is None and key in kept_unless and kept_unless[key][1] not in line:
                     kind = kept_unless[key][0]
                 if kind is not None:
-                    probe = Event(kind, None, line, line_no, False, None, line_value)
+                    probe = Event(kind, None, line, line_no, False, None, value_of)
                     append(probe)
                 else:  # checked, for a special handler: parsed now
-                    context.dropped += self._profile.special[key](line_value(line), line, line_no, out)
+                    context.dropped += self._profile.special[key](value_of(line), line, line_no, out)
                 continue
             key, value = next(parsed).popitem()  # its only key
             kind, _, special, abbreviated = table[key]
@@ -274,7 +278,7 @@ class EnvelopeReader:
         if probe is not None:
             self._probe = probe
         if last is not None:
-            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, line_value)
+            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, value_of)
             out.append(self._probe)
 
     def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
