@@ -321,3 +321,34 @@ def test_patterns_mean_what_re_search_means(pattern: str, text: str) -> None:
     line = json.dumps({text: 1}, ensure_ascii=False).encode()
     if b"\\" not in line:
         assert (keys(line) == "k") == found, (pattern, text)
+
+
+@pytest.mark.parametrize(
+    ("schema", "taken", "refused"),
+    [
+        # a required key the properties do not name must still be there
+        ({"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "string"}}},
+         [b'{"a": "x", "b": 1}'], [b'{"a": "x"}']),
+        ({"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "string"}},
+          "additionalProperties": {"type": "integer"}}, [b'{"a": "x", "b": 1}'], [b'{"a": "x", "b": "y"}']),
+        ({"type": "object", "required": ["b"], "properties": {"a": {"type": "string"}}, "additionalProperties": False},
+         [], [b'{"a": "x", "b": 1}', b'{"a": "x"}']),
+        # values the node table cannot take, or patterns re cannot compile: the field is refused
+        ({"type": "object", "properties": {"a": {"type": "string", "maxLength": 2.5}, "c": {"type": "integer"}}},
+         [b'{"c": 1}'], [b'{"a": "x", "c": 1}']),
+        ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?<x"}, "c": {"type": "integer"}}},
+         [b'{"c": 1}'], [b'{"a": "x", "c": 1}']),
+        ({"type": "object", "properties": {"a": {"type": "integer", "maximum": 1e30, "minimum": 0.5}}},
+         [b'{"a": 1}'], [b'{"a": 0}', b'{"a": 1.0}']),
+    ],
+)
+def test_schema_constructs_are_never_loosened(schema: Any, taken: list[bytes], refused: list[bytes]) -> None:
+    from ndintake.core.schemas import Validator
+
+    check = bytecheck.item_checker([("k", schema)])
+    validator = Validator.from_schema("k", schema)
+    for line in taken:
+        assert check is not None and check(line) == "k", line
+        assert validator.refusal(orjson.loads(line)) is None  # the slow path takes it too
+    for line in refused:
+        assert check is None or check(line) is None, line

@@ -145,7 +145,7 @@ class _Compiler:
             mask |= _BOOL
         if "string" in types:
             mask |= _STR
-            fields.update(min_len=schema.get("minLength", 0), max_len=schema.get("maxLength", -1))
+            fields.update(min_len=_count(schema, "minLength", 0), max_len=_count(schema, "maxLength", -1))
             if "pattern" in schema:
                 fields["pattern"] = _pattern(schema["pattern"])
         if "number" in types:
@@ -161,7 +161,7 @@ class _Compiler:
                 raise _Untranslatable("a list of anything")
             mask |= _ARR
             fields.update(items=self.value(schema["items"], set_required=True),
-                          min_items=schema.get("minItems", 0), max_items=schema.get("maxItems", -1))
+                          min_items=_count(schema, "minItems", 0), max_items=_count(schema, "maxItems", -1))
         if "object" in types:
             if "properties" in schema:
                 mask |= _STRUCT
@@ -197,7 +197,7 @@ class _Compiler:
         extra = schema.get("additionalProperties", True)
         if len(patterns) > 1 or (patterns and extra is not False):
             raise _Untranslatable("patternProperties")
-        fields: dict[str, Any] = {"max_props": schema.get("maxProperties", -1)}
+        fields: dict[str, Any] = {"max_props": _count(schema, "maxProperties", -1)}
         if patterns:
             ((pattern, item),) = patterns.items()
             if not _ANY_KEY.fullmatch(pattern):
@@ -209,7 +209,7 @@ class _Compiler:
             fields["map_item"] = self._any
         else:
             fields["map_item"] = self.value(extra)
-        fields["min_props"] = schema.get("minProperties", 1 if set_required else 0)
+        fields["min_props"] = _count(schema, "minProperties", 1 if set_required else 0)
         if fields["min_props"] > 1:  # the scanner counts a duplicate key twice
             raise _Untranslatable("minProperties > 1")
         return fields
@@ -218,9 +218,14 @@ class _Compiler:
         if {"patternProperties", "minProperties", "maxProperties"} & set(schema):
             raise _Untranslatable("a struct with extra keys")
         required = set(schema.get("required", ()))
+        extra = schema.get("additionalProperties", True)
+        unknown = -1 if extra is False else self._any if extra is True else self.value(extra)
         props: list[tuple[bytes, int, bool]] = []
         index: dict[str, int] = {}
-        for key, sub in schema["properties"].items():
+        properties = schema["properties"]
+        if not isinstance(properties, dict) or not all(isinstance(key, str) for key in required):
+            raise _Untranslatable("properties")
+        for key, sub in properties.items():
             try:
                 node = self.value(sub, set_required=key in required)
             except _Untranslatable:
@@ -230,10 +235,11 @@ class _Compiler:
             if node != self._forbidden:
                 index[key] = len(props)
             props.append((key.encode(), node, key in required))
+        for key in sorted(required - properties.keys()):  # an unknown key that must be there
+            index[key] = len(props)
+            props.append((key.encode(), self._forbidden if unknown < 0 else unknown, True))
         if len(props) > _bytecheck.MAX_PROPS:
             raise _Untranslatable("too many properties")
-        extra = schema.get("additionalProperties", True)
-        unknown = -1 if extra is False else self._any if extra is True else self.value(extra)
         rules: list[tuple[bool, tuple[tuple[int, int], ...]]] = []
         if "anyOf" in schema:
             rules.append((False, tuple(_branch(branch, index) for branch in schema["anyOf"])))
@@ -253,13 +259,26 @@ def _pattern(pattern: str) -> Callable[[str], Any] | bytes:
     as 256 byte flags and the least length (a non-ASCII character's bytes are
     all flagged in a negated class, none in another), else ``re.search``. The
     flags are read off ``re`` itself, so they mean what the regex means."""
+    if not isinstance(pattern, str):
+        raise _Untranslatable("pattern")
     match = _CHAR_CLASS.fullmatch(pattern)
     if match is None or not match.group(2).isascii():
-        return re.compile(pattern).search
+        try:
+            return re.compile(pattern).search
+        except re.error:
+            raise _Untranslatable("pattern") from None
     negated, least = bool(match.group(1)), 1 if match.group(3) == "+" else 0
     one = re.compile(f"[{match.group(1)}{match.group(2)}]")
     flags = bytes(int(one.fullmatch(chr(byte)) is not None) if byte < 0x80 else int(negated) for byte in range(256))
     return flags + bytes([least])
+
+
+def _count(schema: dict[str, Any], keyword: str, default: int) -> int:
+    """A length or count keyword: a non-negative integer, else untranslatable."""
+    value = schema.get(keyword, default)
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 0 and value != default):
+        raise _Untranslatable(keyword)
+    return value
 
 
 def _bound(schema: dict[str, Any], keyword: str) -> float | None:
@@ -310,12 +329,15 @@ def _checker(schemas: Sequence[tuple[str, Any]], whole: bool) -> Check | None:
     for key, schema in schemas:
         try:
             node = compiler.value(schema, set_required=True)
-        except _Untranslatable:
-            continue
+        except (_Untranslatable, TypeError, ValueError, AttributeError, OverflowError):
+            continue  # not translated, or a schema the validators would not take either
         types, *rest = compiler.nodes[node]
         compiler.nodes[node] = (types & (_STRUCT | _MAP), *rest)  # an event is an object
         keys.append((key, key.encode(), node))
     if not keys:
         return None
-    check: Check = _bytecheck.Checker(tuple(compiler.nodes), tuple(keys), whole=whole)
+    try:
+        check: Check = _bytecheck.Checker(tuple(compiler.nodes), tuple(keys), whole=whole)
+    except (TypeError, ValueError, OverflowError):  # a value the table cannot hold (a bound past 64 bits...)
+        return None
     return check
