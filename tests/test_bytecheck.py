@@ -346,9 +346,12 @@ def test_schema_constructs_are_never_loosened(schema: Any, taken: list[bytes], r
     from ndintake.core.schemas import Validator
 
     check = bytecheck.item_checker([("k", schema)])
-    validator = Validator.from_schema("k", schema)
+    try:
+        validator: Validator | None = Validator.from_schema("k", schema)
+    except ndintake.NdintakeError:  # a schema no profile can have: the scanner still does not fail
+        validator = None
     for line in taken:
         assert check is not None and check(line) == "k", line
-        assert validator.refusal(orjson.loads(line)) is None  # the slow path takes it too
+        assert validator is None or validator.refusal(orjson.loads(line)) is None  # the slow path takes it too
     for line in refused:
         assert check is None or check(line) is None, line
