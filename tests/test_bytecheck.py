@@ -340,6 +340,12 @@ def test_patterns_mean_what_re_search_means(pattern: str, text: str) -> None:
          [b'{"c": 1}'], [b'{"a": "x", "c": 1}']),
         ({"type": "object", "properties": {"a": {"type": "integer", "maximum": 1e30, "minimum": 0.5}}},
          [b'{"a": 1}'], [b'{"a": 0}', b'{"a": 1.0}']),
+        # "required when": an object with nothing set still makes the condition hold
+        ({"type": "object", "properties": {"a": {"type": "object", "properties": {"x": {"type": "string"}}},
+                                           "b": {"type": "string"}, "c": {"type": "integer"}},
+          "allOf": [{"if": {"properties": {"a": {"type": "object"}}, "required": ["a"]},
+                     "then": {"properties": {"b": {"type": "string"}}, "required": ["b"]}}]},
+         [b'{"a": {}, "c": 1, "b": "y"}', b'{"c": 1}'], [b'{"a": {}, "c": 1}', b'{"a": {"x": "y"}, "c": 1}']),
     ],
 )
 def test_schema_constructs_are_never_loosened(schema: Any, taken: list[bytes], refused: list[bytes]) -> None:

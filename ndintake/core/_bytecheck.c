@@ -364,15 +364,19 @@ static int hash_props(Node *node) {
     return 0;
 }
 
-static int branch_holds(const Branch *b, const unsigned char *classes) {
+/* Whether a branch's field is there with one of its types. A struct with no
+ * value set counts as an object only for an "if" (``as_if``): the rule is then
+ * applied more often, never less; elsewhere it does not count (stricter). */
+static int branch_holds(const Branch *b, const unsigned char *classes, int as_if) {
     switch (classes[b->field]) {
+    case C_STRUCT0: return as_if && (b->types & T_OBJ) != 0;
     case C_BOOL: return (b->types & T_BOOL) != 0;
     case C_INT: return (b->types & T_INT) != 0;
     case C_FLOAT: return (b->types & T_FLOAT) != 0;
     case C_STR: return (b->types & T_STR) != 0;
     case C_LIST0: case C_LIST: return (b->types & T_ARR) != 0;
     case C_MAP0: case C_MAP: case C_STRUCT: return (b->types & T_OBJ) != 0;
-    default: return 0; /* absent, null, a struct with nothing set */
+    default: return 0; /* absent, null */
     }
 }
 
@@ -443,9 +447,9 @@ static int object_struct(Scan *s, const Node *node, int *cls) {
         const Rule *rule = &node->rules[r];
         int holds = 0;
         if (rule->if_then) {
-            holds = !branch_holds(&rule->branches[0], classes) || branch_holds(&rule->branches[1], classes);
+            holds = !branch_holds(&rule->branches[0], classes, 1) || branch_holds(&rule->branches[1], classes, 0);
         } else {
-            for (int b = 0; b < rule->count && !holds; b++) holds = branch_holds(&rule->branches[b], classes);
+            for (int b = 0; b < rule->count && !holds; b++) holds = branch_holds(&rule->branches[b], classes, 0);
         }
         if (!holds) return -1;
     }
