@@ -364,15 +364,16 @@ static int hash_props(Node *node) {
     return 0;
 }
 
-/* Whether a branch's field is there with one of its types. A struct with no
- * value set counts as an object only for an "if" (``as_if``): the rule is then
- * applied more often, never less; elsewhere it does not count (stricter). */
+/* Whether a branch's field is there with one of its types. For an "if"
+ * (``as_if``), a struct with no value set counts as an object and any number
+ * as an integer, so the rule applies more often, never less; elsewhere they do
+ * not count (stricter). */
 static int branch_holds(const Branch *b, const unsigned char *classes, int as_if) {
     switch (classes[b->field]) {
     case C_STRUCT0: return as_if && (b->types & T_OBJ) != 0;
     case C_BOOL: return (b->types & T_BOOL) != 0;
     case C_INT: return (b->types & T_INT) != 0;
-    case C_FLOAT: return (b->types & T_FLOAT) != 0;
+    case C_FLOAT: return (b->types & (as_if ? T_INT | T_FLOAT : T_FLOAT)) != 0; /* 1.0 is an integer there */
     case C_STR: return (b->types & T_STR) != 0;
     case C_LIST0: case C_LIST: return (b->types & T_ARR) != 0;
     case C_MAP0: case C_MAP: case C_STRUCT: return (b->types & T_OBJ) != 0;
