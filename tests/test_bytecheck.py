@@ -361,3 +361,92 @@ def test_schema_constructs_are_never_loosened(schema: Any, taken: list[bytes], r
         assert validator is None or validator.refusal(orjson.loads(line)) is None  # the slow path takes it too
     for line in refused:
         assert check is None or check(line) is None, line
+
+
+# -- random schemas: what the scanner takes, the schema's validator takes ----------------------
+
+KEYS = ["a", "b", "c", "type", "é"]
+LEAVES = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "number", "boolean", "null"])}),
+    st.fixed_dictionaries({"type": st.just("string")},
+                          optional={"maxLength": st.integers(0, 4), "minLength": st.integers(0, 2),
+                                    "pattern": st.sampled_from(PATTERNS + ["^a", "b$", "[0-9]"])}),
+    st.fixed_dictionaries({"type": st.sampled_from(["integer", "number", ["integer", "null"], ["number", "string"]])},
+                          optional={"minimum": st.integers(-2, 2) | st.floats(-2, 2), "maximum": st.integers(-2, 3)}),
+    st.fixed_dictionaries({"enum": st.lists(st.sampled_from(["x", "y", None]), min_size=1, max_size=3),
+                           "type": st.sampled_from(["string", ["string", "null"]])}),
+    st.fixed_dictionaries({"const": st.sampled_from(["x", None, 1, True])}),
+)
+
+
+def _objects(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    def build(properties: dict[str, Any], required: list[str], extra: Any, rule: int) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "required": sorted(set(required))}
+        if extra != "absent":
+            schema["additionalProperties"] = extra
+        names = sorted(properties)
+        if rule == 1 and len(names) >= 2:
+            schema["anyOf"] = [{"properties": {name: {"type": "string"}}, "required": [name]} for name in names[:2]]
+        elif rule == 2 and len(names) >= 2:
+            schema["allOf"] = [{"if": {"properties": {names[0]: {"type": "integer"}}, "required": [names[0]]},
+                                "then": {"properties": {names[1]: {"type": "string"}}, "required": [names[1]]}}]
+        return schema
+
+    return st.builds(build, st.dictionaries(st.sampled_from(KEYS), children, max_size=4), st.lists(st.sampled_from(KEYS), max_size=3),
+                     st.sampled_from(["absent", False, True, {"type": "integer"}]), st.integers(0, 2)) | st.builds(
+        lambda items, low, high: {"type": "array", "items": items, "minItems": low, "maxItems": high},
+        children, st.integers(0, 1), st.integers(1, 3)) | st.builds(
+        lambda values: {"type": "object", "additionalProperties": values}, children)
+
+
+SCHEMAS = st.recursive(LEAVES, _objects, max_leaves=10)
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([1.0, 0.5, -1.5, 2]) | st.sampled_from(["", "x", "y", "ab", "a1", "é", "xxxxx", "1"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KEYS), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _instance(draw: Any, schema: Any, depth: int = 0) -> Any:
+    """A value meant to fit ``schema`` (often it does not quite: any value, one time in eight)."""
+    if depth > 4 or not isinstance(schema, dict) or draw(st.integers(0, 7)) == 0:
+        return draw(VALUES)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return draw(st.sampled_from(schema["enum"]))
+    kinds = schema.get("type", "object")
+    kind = draw(st.sampled_from(kinds)) if isinstance(kinds, list) else kinds
+    if kind == "object":
+        out = {key: _instance(draw, sub, depth + 1) for key, sub in schema.get("properties", {}).items()
+               if key in schema.get("required", ()) or draw(st.booleans())}
+        extra = schema.get("additionalProperties", True)
+        for key in draw(st.lists(st.sampled_from(KEYS), max_size=2)):
+            out.setdefault(key, _instance(draw, extra if isinstance(extra, dict) else {}, depth + 1))
+        return out
+    if kind == "array":
+        return [_instance(draw, schema.get("items"), depth + 1) for _ in range(draw(st.integers(0, 3)))]
+    if kind in ("integer", "number"):
+        return draw(st.integers(-3, 3) | (st.sampled_from([0.5, 1.5, 2.0]) if kind == "number" else st.nothing()))
+    if kind == "string":
+        return draw(st.sampled_from(["", "x", "ab", "a1", "é", "y", "abc", "1", "a-b c"]))
+    return {"boolean": True, "null": None}.get(kind)
+
+
+@settings(max_examples=2500, deadline=None)
+@given(st.builds(lambda schema: {"type": "object", "properties": {"a": schema, "b": {"type": "integer"}}, "required": ["b"]}, SCHEMAS)
+       | _objects(SCHEMAS), st.data())
+def test_random_schemas_never_loosened(schema: dict[str, Any], data: Any) -> None:
+    """Random schemas of what the scanner translates (and some it does not), and
+    objects made to fit them more or less: whatever the scanner takes, the
+    schema's validator takes."""
+    from ndintake.core.schemas import Validator
+
+    try:
+        validator = Validator.from_schema("k", schema)
+    except ndintake.NdintakeError:
+        return
+    value = _instance(data.draw, schema)
+    check = bytecheck.item_checker([("k", schema)])
+    if check is not None and check(json.dumps(value, ensure_ascii=False).encode()) == "k":
+        assert validator.refusal(value) is None, (schema, value)
