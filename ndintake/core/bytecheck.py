@@ -154,8 +154,8 @@ class _Compiler:
         elif "integer" in types:
             mask |= _INT
             low, high = _bound(schema, "minimum"), _bound(schema, "maximum")
-            fields.update(int_min=_INT64[0] if low is None else max(math.ceil(low), _INT64[0]),
-                          int_max=_INT64[1] if high is None else min(math.floor(high), _INT64[1]))
+            fields.update(int_min=_INT64[0] if low is None else _clamp(math.ceil(low)),
+                          int_max=_INT64[1] if high is None else _clamp(math.floor(high)))
         if "array" in types:
             if "items" not in schema:
                 raise _Untranslatable("a list of anything")
@@ -271,6 +271,11 @@ def _pattern(pattern: str) -> Callable[[str], Any] | bytes:
     one = re.compile(f"[{match.group(1)}{match.group(2)}]")
     flags = bytes(int(one.fullmatch(chr(byte)) is not None) if byte < 0x80 else int(negated) for byte in range(256))
     return flags + bytes([least])
+
+
+def _clamp(bound: int) -> int:
+    """An integer bound within 64 bits (the scanner takes no integer of 19 digits anyway)."""
+    return min(max(bound, _INT64[0]), _INT64[1])
 
 
 def _count(schema: dict[str, Any], keyword: str, default: int) -> int:
