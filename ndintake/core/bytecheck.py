@@ -283,7 +283,7 @@ def _count(schema: dict[str, Any], keyword: str, default: int) -> int:
     value = schema.get(keyword, default)
     if isinstance(value, bool) or not isinstance(value, int) or (value < 0 and value != default):
         raise _Untranslatable(keyword)
-    return value
+    return min(value, 2**62)  # larger counts mean the same to the scanner
 
 
 def _bound(schema: dict[str, Any], keyword: str) -> float | None:
