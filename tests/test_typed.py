@@ -159,8 +159,10 @@ def test_without_msgspec_there_is_no_typed_check(monkeypatch: pytest.MonkeyPatch
 
 def _bodies() -> Iterator[tuple[str, bytes]]:
     yield "corpus", realistic_corpus()
-    for name in v2_files():
+    for name in v2_files() + ["intake-v3/rum_errors.ndjson", "intake-v3/rum_events.ndjson"]:
         yield name, load(name)
+    rum_errors = load("intake-v3/rum_errors.ndjson").splitlines()
+    yield "RUM v3 errors, many", b"\n".join(rum_errors[:1] + rum_errors[1:] * 50 + [b""])
     body = realistic_corpus(60_000).splitlines()
     yield "invalid lines mixed in", b"\n".join(body[:5] + list(INVALID_EVENT_LINES) + body[5:] + [b""])
     yield "oddities", b"\n".join([META] + [

@@ -106,7 +106,7 @@ def data_json(event: Event) -> bytes:
     """The event's record ``data`` as JSON: for an event taken unparsed,
     the value's bytes spliced from ``raw`` (no parse; the JSON as the client
     wrote it, spacing and number spelling included), else ``expanded()`` encoded."""
-    if event.raw_is_data and msgspec is not None:
+    if event.raw_is_data and not event.abbreviated and msgspec is not None:
         # the value's bytes, skipped over rather than parsed (the last one if the key is repeated, as parsed)
         (value,) = _raw_values()(event.raw).values()
         return bytes(value)
@@ -116,7 +116,7 @@ def data_json(event: Event) -> bytes:
 def event_partition_key(event: Event, metadata: dict[str, Any] | None) -> bytes | None:
     """:func:`partition_key` of the event's record, reading from an unparsed
     event only the two fields it looks at."""
-    if event.raw_is_data and not event.data_parsed and msgspec is not None:
+    if event.raw_is_data and not event.abbreviated and not event.data_parsed and msgspec is not None:
         data = _key_fields(event.raw)
     else:
         data = event.expanded()

@@ -98,11 +98,14 @@ class EnvelopeReader:
             for key, v in profile.events.items()
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
-        # the accept check (the scanner, else msgspec's typed check): for v2 events (RUM v3 expansion
-        # needs the parsed value); a line under a key with a special handler is parsed at once for
-        # it (unless _KEPT_UNLESS says the handler keeps it as sent), the others when data is read
-        checked = tuple((key, v) for key, v in profile.events.items() if key not in profile.abbreviated)
+        # the accept check: the scanner for every event key, else msgspec's typed check for v2 keys
+        # only; a line under a key with a special handler is parsed at once for it (unless
+        # _KEPT_UNLESS says the handler keeps it as sent), the others when their data is read
+        checked = tuple(profile.events.items())
         self._typed = envelope_check(checked)
+        if not is_scanner(self._typed):
+            checked = tuple((key, v) for key, v in checked if key not in profile.abbreviated)
+            self._typed = envelope_check(checked)
         # after the byte scanner, a parse when data is read costs less than parsing and checking
         # every line: then lines are never parsed eagerly
         self._scanner = is_scanner(self._typed)
@@ -115,6 +118,7 @@ class EnvelopeReader:
             if self._scanner and key in profile.events and key in profile.special
         }
         self._kinds = {key: validator.kind for key, validator in checked if key not in profile.special}
+        self._short = profile.abbreviated  # RUM v3 keys: their events are abbreviated
         self._probe: Event | None = None  # the last event parsed lazily, to see whether data is read
         self._batching = self._lines_accept is not None or self._typed is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
@@ -255,6 +259,7 @@ class EnvelopeReader:
         kinds = self._kinds
         kept_unless = self._kept_unless
         value_of = self._value
+        short = self._short
         table = self._table
         parsed = iter(objs)
         probe = None
@@ -264,7 +269,7 @@ class EnvelopeReader:
                 if kind is None and key in kept_unless and kept_unless[key][1] not in line:
                     kind = kept_unless[key][0]
                 if kind is not None:
-                    probe = Event(kind, None, line, line_no, False, None, value_of)
+                    probe = Event(kind, None, line, line_no, key in short, None, value_of)
                     append(probe)
                 else:  # checked, for a special handler: parsed now
                     context.dropped += self._profile.special[key](value_of(line), line, line_no, out)
