@@ -98,14 +98,11 @@ class EnvelopeReader:
             for key, v in profile.events.items()
         }
         self._lines_accept = lines_accept(tuple(profile.events.items()))
-        # the accept check: the scanner for every event key, else msgspec's typed check for v2 keys
-        # only; a line under a key with a special handler is parsed at once for it (unless
-        # _KEPT_UNLESS says the handler keeps it as sent), the others when their data is read
+        # the accept check (the scanner, else msgspec's typed check) for every event key; a line
+        # under a key with a special handler is parsed at once for it (unless _KEPT_UNLESS says
+        # the handler keeps it as sent), the others when their data is read
         checked = tuple(profile.events.items())
         self._typed = envelope_check(checked)
-        if not is_scanner(self._typed):
-            checked = tuple((key, v) for key, v in checked if key not in profile.abbreviated)
-            self._typed = envelope_check(checked)
         # after the byte scanner, a parse when data is read costs less than parsing and checking
         # every line: then lines are never parsed eagerly
         self._scanner = is_scanner(self._typed)
@@ -283,7 +280,7 @@ class EnvelopeReader:
         if probe is not None:
             self._probe = probe
         if last is not None:
-            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], False, None, value_of)
+            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], last in short, None, value_of)
             out.append(self._probe)
 
     def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
