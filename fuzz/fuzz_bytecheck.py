@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT / "tests"))
 from slowpath import slow_result  # noqa: E402  (the tests' helper: the slow path's decision on a line)
+from test_backends import _paths as _spots  # noqa: E402  (the tests' helper: every value's path)
 CHECKED = tuple((key, v) for key, v in APM.events.items() if key not in APM.abbreviated)
 CHECK = _typed.envelope_check(CHECKED)
 assert CHECK is not None and bytecheck.is_scanner(CHECK), "the C extension ndintake.core._bytecheck is not built"
@@ -184,18 +185,6 @@ _VALUES: list[object] = [
     "\U0001F600" * 1025, "\u0000", "\ud7ff\ue000\ufffd", "a.b", "a*b", 'a"b', "a\\b", [], [None], [1], [""],
     [{}], {}, {"a": 1}, {"a": None}, {"a": {}}, {"a": []}, {"value": 1},
 ]
-
-
-def _spots(obj: object, path: tuple = ()) -> list[tuple]:
-    """The paths of every value in ``obj``."""
-    out = [path]
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _spots(v, path + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += _spots(v, path + (i,))
-    return out
 
 
 def _get(obj: object, path: tuple) -> object:

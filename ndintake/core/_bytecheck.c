@@ -493,8 +493,11 @@ static int array(Scan *s, const Node *node, int *cls) {
 /* Any JSON value at s->p, checked against node ``index`` (-1: any value).
  * Sets its class; returns 0, or -1 to refuse the line. */
 static int value(Scan *s, int index, int *cls) {
+    /* any value; an object of it: a map of any values */
     static const Node any = {.types = T_ANY, .unknown = -1, .max_len = -1, .max_items = -1, .max_props = -1,
                              .items = -1, .map_item = -1};
+    static const Node any_map = {.types = T_MAP, .unknown = -1, .max_len = -1, .max_items = -1, .max_props = -1,
+                                 .items = -1, .map_item = -1};
     const Node *node = index < 0 ? &any : &s->c->nodes[index];
     unsigned types = node->types;
     int is_any = (types & T_ANY) != 0;
@@ -519,10 +522,7 @@ static int value(Scan *s, int index, int *cls) {
         s->p++;
         int r;
         if (is_any) {
-            Node map = any;
-            map.types = T_MAP;
-            map.min_props = 0;
-            r = object_map(s, &map, cls);
+            r = object_map(s, &any_map, cls);
         } else if (types & T_STRUCT) {
             r = object_struct(s, node, cls);
         } else if (types & T_MAP) {
@@ -802,15 +802,6 @@ static PyObject *checker_vcall(PyObject *self, PyObject *const *args, size_t nar
     return checker_call((Checker *)self, args[0]);
 }
 
-static PyObject *checker_tp_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *line;
-    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "O", &line)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "check(line) takes one line");
-        return NULL;
-    }
-    return checker_call((Checker *)self, line);
-}
-
 static PyObject *checker_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     Checker *self = (Checker *)type->tp_alloc(type, 0);
     if (self != NULL) *(vectorcallfunc *)((char *)self + type->tp_vectorcall_offset) = checker_vcall;
@@ -834,7 +825,7 @@ static PyTypeObject CheckerType = {
     .tp_dealloc = (destructor)checker_dealloc,
     .tp_traverse = (traverseproc)checker_traverse,
     .tp_clear = (inquiry)checker_clear,
-    .tp_call = checker_tp_call,
+    .tp_call = PyVectorcall_Call,
 };
 
 static struct PyModuleDef module = {

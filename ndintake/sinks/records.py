@@ -106,7 +106,7 @@ def data_json(event: Event) -> bytes:
     """The event's record ``data`` as JSON: for an event taken unparsed,
     the value's bytes spliced from ``raw`` (no parse; the JSON as the client
     wrote it, spacing and number spelling included), else ``expanded()`` encoded."""
-    if event.raw_is_data and not event.abbreviated and msgspec is not None:
+    if _spliceable(event):
         # the value's bytes, skipped over rather than parsed (the last one if the key is repeated, as parsed)
         (value,) = _raw_values()(event.raw).values()
         return bytes(value)
@@ -116,7 +116,7 @@ def data_json(event: Event) -> bytes:
 def event_partition_key(event: Event, metadata: dict[str, Any] | None) -> bytes | None:
     """:func:`partition_key` of the event's record, reading from an unparsed
     event only the two fields it looks at."""
-    if event.raw_is_data and not event.abbreviated and not event.data_parsed and msgspec is not None:
+    if _spliceable(event) and not event.data_parsed:
         data = _key_fields(event.raw)
     else:
         data = event.expanded()
@@ -143,6 +143,12 @@ def encode_batch(batch: Batch) -> bytes:
 def event_key(event: Event, batch: Batch) -> str:
     """The event's deduplication key (see :meth:`BatchRecords.key`)."""
     return BatchRecords(batch).key(event)
+
+
+def _spliceable(event: Event) -> bool:
+    """Whether the record's ``data`` can be read from the event's bytes: a v2
+    event taken unparsed (RUM v3 events are written expanded), msgspec installed."""
+    return event.raw_is_data and not event.abbreviated and msgspec is not None
 
 
 @cache

@@ -109,13 +109,17 @@ class EnvelopeReader:
         # how an event taken unparsed gets its data: the scanner's lines are valid JSON; msgspec's
         # may hold invalid UTF-8 in strings it skipped, which the slow path repairs
         self._value = only_value if self._scanner else line_value
+        # key -> (kind, abbreviated) of the events taken unparsed; kept_unless: the same, with its marker
+        self._lazy = {
+            key: (validator.kind, key in profile.abbreviated)
+            for key, validator in checked
+            if key not in profile.special
+        }
         self._kept_unless = {
-            key: (profile.events[key].kind, marker)
+            key: ((profile.events[key].kind, key in profile.abbreviated), marker)
             for key, marker in _KEPT_UNLESS.items()
             if self._scanner and key in profile.events and key in profile.special
         }
-        self._kinds = {key: validator.kind for key, validator in checked if key not in profile.special}
-        self._short = profile.abbreviated  # RUM v3 keys: their events are abbreviated
         self._probe: Event | None = None  # the last event parsed lazily, to see whether data is read
         self._batching = self._lines_accept is not None or self._typed is not None
         self._junk = False  # the last piece had a line that is not a valid one-key event
@@ -208,7 +212,7 @@ class EnvelopeReader:
                 self._probe = None
             if _reads_data[0] and not self._scanner:
                 last = typed(lines[-1])
-                if last not in self._kinds:  # refused, or a line for a special handler: parsed with the rest
+                if last not in self._lazy:  # refused, or a line for a special handler: parsed with the rest
                     last = None
             elif _untyped[0]:
                 _batches[0] += 1
@@ -253,20 +257,19 @@ class EnvelopeReader:
         context = self._context
         out = context.out
         append = out.append
-        kinds = self._kinds
+        lazy = self._lazy
         kept_unless = self._kept_unless
         value_of = self._value
-        short = self._short
         table = self._table
         parsed = iter(objs)
         probe = None
         for key, line, line_no in zip(keys, lines[:-1] if last is not None else lines, numbers):
             if key:
-                kind = kinds.get(key)
-                if kind is None and key in kept_unless and kept_unless[key][1] not in line:
-                    kind = kept_unless[key][0]
-                if kind is not None:
-                    probe = Event(kind, None, line, line_no, key in short, None, value_of)
+                entry = lazy.get(key)
+                if entry is None and key in kept_unless and kept_unless[key][1] not in line:
+                    entry = kept_unless[key][0]
+                if entry is not None:
+                    probe = Event(entry[0], None, line, line_no, entry[1], None, value_of)
                     append(probe)
                 else:  # checked, for a special handler: parsed now
                     context.dropped += self._profile.special[key](value_of(line), line, line_no, out)
@@ -280,7 +283,8 @@ class EnvelopeReader:
         if probe is not None:
             self._probe = probe
         if last is not None:
-            self._probe = Event(kinds[last], None, lines[-1], numbers[-1], last in short, None, value_of)
+            kind, abbreviated = lazy[last]
+            self._probe = Event(kind, None, lines[-1], numbers[-1], abbreviated, None, value_of)
             out.append(self._probe)
 
     def _learn(self, slow: list[bytes], objs: list[Any], keys: list[str | None]) -> None:
